@@ -1,0 +1,87 @@
+"""Benchmark of the compressor hot paths on one 1-D float32 vector of 1.1e7 entries.
+
+Side by side in one run, interleaved round-robin so machine noise hits every row alike:
+- the floor: a plain copy ``y.copy_(x)`` into a preallocated tensor (and ``x.clone()``, a copy
+  into fresh memory, for the rows that must return a new dense tensor);
+- Rand-k (ratio 0.01): ``encode`` (draw the k indices + gather the values: the compression that
+  is sent), ``decode`` into a preallocated tensor, and the dense ``__call__``;
+- sign: ``encode`` (pack 1 bit per entry), ``decode`` into a preallocated tensor, both together,
+  and ``decode`` into fresh memory.
+Targets: Rand-k compression and sign encode+decode each ≤ 2× the plain copy.
+
+    python benchmarks/compress.py [--d 11000000] [--repeats 21]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from _common import print_table, save
+from compsde.compressors import make
+
+
+def interleaved(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each case, timing the cases in turn ``repeats`` times (1 warm-up)."""
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for rep in range(repeats + 1):
+        for name, fn in cases.items():
+            started = time.perf_counter()
+            fn()
+            if rep:
+                samples[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--d", type=int, default=11_000_000)
+    parser.add_argument("--repeats", type=int, default=21)
+    args = parser.parse_args()
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(args.d, generator=generator)
+    y = torch.empty_like(x)
+    out = torch.empty_like(x)
+    randk, sign = make("randk:ratio=0.01"), make("sign")
+    randk_message = randk.encode(x, torch.Generator().manual_seed(1))
+    sign_message = sign.encode(x)
+
+    cases: dict[str, Callable[[], object]] = {
+        "copy (preallocated)": lambda: y.copy_(x),
+        "clone (fresh memory)": lambda: x.clone(),
+        "randk encode": lambda: randk.encode(x, torch.Generator().manual_seed(1)),
+        "randk decode (out=)": lambda: randk.decode(randk_message,
+                                                    torch.Generator().manual_seed(1), out=out),
+        "randk __call__ (fresh)": lambda: randk(x, generator),
+        "sign encode": lambda: sign.encode(x),
+        "sign decode (out=)": lambda: sign.decode(sign_message, out=out),
+        "sign encode+decode (out=)": lambda: sign.decode(sign.encode(x), out=out),
+        "sign encode+decode (fresh)": lambda: sign.decode(sign.encode(x)),
+    }
+    times = interleaved(cases, args.repeats)
+    copy = times["copy (preallocated)"]
+    ratios = {name: t / copy for name, t in times.items()}
+    print(f"d = {args.d:,} float32, median of {args.repeats} interleaved repeats, "
+          f"{torch.get_num_threads()} threads")
+    print_table(["case", "ms", "× copy"],
+                [[name, f"{times[name] * 1e3:.2f}", f"{ratios[name]:.2f}"] for name in cases])
+    path = save("compress", {
+        "command": "python benchmarks/compress.py "
+                   f"--d {args.d} --repeats {args.repeats}",
+        "d": args.d,
+        "dtype": "float32",
+        "repeats": args.repeats,
+        "seconds": times,
+        "ratio_to_copy": ratios,
+        "targets": {"randk encode": 2.0, "sign encode+decode (out=)": 2.0},
+    })
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Benchmark of the batched Monte-Carlo simulator (issue targets in BENCHMARKS.md).
+
+Time per step of ``compsde.simulate`` for DSGD, DCSGD (Rand-k, k = 100) and DSignSGD in float32
+with R = 500 runs, N = 8 agents, d = 1000, against two references measured in the same run:
+- the floor: drawing the same random numbers alone (the noise, plus Rand-k's selection keys);
+- a straightforward loop over runs (one run at a time, same algorithm), timed on a few steps.
+
+    python benchmarks/simulate.py [--steps 1000] [--loop-steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from _common import median_time, print_table, save
+from compsde import simulate
+from compsde.landscapes import make as make_landscape
+from compsde.methods import make as make_method
+from compsde.noise import make as make_noise
+
+R, N, D = 500, 8, 1000
+METHODS = {"dsgd": "dsgd", "dcsgd randk k=100": "dcsgd:randk:k=100", "dsignsgd": "dsignsgd"}
+NOISE = "gaussian:scale=1"
+LANDSCAPE = f"quadratic:d={D}"
+DTYPE = torch.float32
+
+
+def ours(spec: str, steps: int) -> float:
+    started = time.perf_counter()
+    simulate(spec, LANDSCAPE, NOISE, lr=0.01, steps=steps, agents=N, runs=R, seed=0,
+             dtype=DTYPE, record_every=steps)
+    return (time.perf_counter() - started) / steps
+
+
+def floor(spec: str, steps: int) -> float:
+    """Only the random draws the simulator makes for this method, same shapes and generator."""
+    generator = torch.Generator().manual_seed(0)
+    noise = make_noise(NOISE)
+    randk = spec.startswith("dcsgd:randk")
+
+    def draws() -> None:
+        for _ in range(steps):
+            noise.sample((R, N, D), generator, dtype=DTYPE)
+            if randk:
+                torch.rand((R, N, D), generator=generator, dtype=DTYPE)
+
+    return median_time(draws, repeats=3) / steps
+
+
+def loop(spec: str, steps: int) -> float:
+    """One run at a time: the same algorithm without batching over runs."""
+    method, landscape, noise = make_method(spec), make_landscape(LANDSCAPE), make_noise(NOISE)
+    generator = torch.Generator().manual_seed(0)
+
+    def run_all() -> None:
+        for _ in range(R):
+            x = torch.ones(D, dtype=DTYPE)
+            for _ in range(steps):
+                grads = noise.sample((N, D), generator, dtype=DTYPE) + landscape.grad(x)
+                x = x - 0.01 * method.messages(grads, generator).mean(dim=0)
+
+    return median_time(run_all, repeats=1, warmup=0) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--loop-steps", type=int, default=5)
+    args = parser.parse_args()
+    rows, records = [], []
+    for label, spec in METHODS.items():
+        t_ours = median_time(lambda spec=spec: ours(spec, args.steps), repeats=1, warmup=0)
+        t_floor = floor(spec, args.steps)
+        t_loop = loop(spec, args.loop_steps)
+        rows.append([label, f"{t_ours * 1e3:.2f}", f"{t_floor * 1e3:.2f}",
+                     f"{t_loop * 1e3:.1f}", f"{t_ours / t_floor:.2f}x",
+                     f"{t_loop / t_ours:.0f}x"])
+        records.append({"method": spec, "ms_per_step": t_ours * 1e3,
+                        "floor_ms_per_step": t_floor * 1e3, "loop_ms_per_step": t_loop * 1e3,
+                        "ratio_to_floor": t_ours / t_floor, "speedup_vs_loop": t_loop / t_ours})
+    print(f"R={R} runs, N={N} agents, d={D}, float32, {args.steps} steps "
+          f"(loop timed on {args.loop_steps} steps)")
+    print_table(["method", "ours ms/step", "floor ms/step", "loop ms/step", "ours/floor",
+                 "loop/ours"], rows)
+    path = save("simulate", {"config": {"runs": R, "agents": N, "d": D, "steps": args.steps,
+                                        "loop_steps": args.loop_steps, "dtype": "float32"},
+                             "rows": records,
+                             "targets": {"ratio_to_floor_max": 2.5, "speedup_vs_loop_min": 50}})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""The ``compsde`` command line: one subcommand per job, every run writes ``result.json``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .common import run_cli
+from .demo_cmd import demo_command
+from .reproduce_cmd import reproduce_command
+from .simulate_cmd import simulate_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="compsde")
+def cli() -> None:
+    """Simulate, model and run communication-compressed distributed training."""
+
+
+cli.add_command(demo_command)
+cli.add_command(simulate_command)
+cli.add_command(reproduce_command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``compsde`` console script."""
+    code = run_cli(cli, argv)
+    if argv is None:
+        sys.exit(code)
+    return code

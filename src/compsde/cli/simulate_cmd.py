@@ -1,0 +1,35 @@
+"""``compsde simulate``: Monte-Carlo runs of the discrete algorithm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..plotting import plot_losses
+from ..simulation import simulate
+from .common import default_record_every, problem_options, progress_enabled
+
+
+@click.command("simulate")
+@problem_options
+def simulate_command(method: str, landscape: str, noise: str, lr: float, lr_schedule: str,
+                     agents: int, batch: int, steps: int, runs: int, seed: int, dtype: str,
+                     x0: float, record_every: int | None, device: str, out: Path, plot: bool,
+                     progress: bool) -> None:
+    """Simulate the discrete algorithm over --runs Monte-Carlo paths; writes result.json."""
+    result = simulate(method, landscape, noise, lr=lr, steps=steps, agents=agents, batch=batch,
+                      runs=runs, seed=seed, x0=x0, dtype=dtype, device=device,
+                      record_every=default_record_every(steps, record_every),
+                      lr_schedule=lr_schedule, progress=progress_enabled(progress))
+    path = result.save(out)
+    click.echo(f"{result.config['method']} on {result.config['landscape']}, "
+               f"noise {result.config['noise']}: final loss mean {result.loss_mean[-1]:.4g} "
+               f"(5–95 %: {result.loss_q05[-1]:.3g}–{result.loss_q95[-1]:.3g}), "
+               f"diverged {result.diverged_fraction:.0%} of {runs} runs")
+    click.echo(f"wrote {path}")
+    if plot:
+        png = plot_losses([(result.config["method"], result)], out / "loss.png",
+                          title=f"{result.config['method']} on {result.config['landscape']}, "
+                                f"noise {result.config['noise']}, η={lr}, N={agents}, B={batch}")
+        click.echo(f"wrote {png}")

@@ -1,0 +1,88 @@
+"""Registry of figure reproductions.
+
+A figure module defines ``run(out, preset, seed, progress) -> FigureOutcome`` and decorates it
+with :func:`figure`; ``compsde reproduce NAME`` finds it here. Every run writes
+``OUT/NAME.png`` and ``OUT/NAME.json`` (with a verdict per panel) atomically.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..io import write_json
+
+PRESETS = ("quick", "full")
+# Modules imported by load_all(); each registers its figures on import.
+FIGURE_MODULES = ("fig1", "fig2", "fig3", "fig4", "fig5")
+
+
+@dataclass
+class FigureOutcome:
+    """What a figure run produced: per-panel verdicts, the PNG, and data for the JSON."""
+
+    name: str
+    claim: str
+    panels: dict[str, dict[str, Any]]  # panel -> {"verdict": "pass"|"fail", ...details}
+    png: Path
+    data: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def verdict(self) -> str:
+        ok = all(p.get("verdict") == "pass" for p in self.panels.values())
+        return "pass" if ok and self.panels else "fail"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"figure": self.name, "claim": self.claim, "verdict": self.verdict,
+                "panels": self.panels, "png": str(self.png), "seconds": self.seconds,
+                **self.data}
+
+
+@dataclass
+class Figure:
+    name: str
+    claim: str
+    runner: Callable[..., FigureOutcome]
+
+    def run(self, out: Path, preset: str = "quick", seed: int = 0,
+            progress: bool = False) -> FigureOutcome:
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        outcome = self.runner(out=out, preset=preset, seed=seed, progress=progress)
+        outcome.seconds = time.perf_counter() - started
+        write_json(out / f"{self.name}.json", outcome.to_dict() | {"preset": preset,
+                                                                    "seed": seed})
+        return outcome
+
+
+FIGURES: dict[str, Figure] = {}
+
+
+def figure(name: str, claim: str) -> Callable[[Callable[..., FigureOutcome]],
+                                               Callable[..., FigureOutcome]]:
+    """Register ``run(out, preset, seed, progress)`` as the reproduction of figure ``name``."""
+
+    def register(runner: Callable[..., FigureOutcome]) -> Callable[..., FigureOutcome]:
+        FIGURES[name] = Figure(name, claim, runner)
+        return runner
+
+    return register
+
+
+def load_all() -> dict[str, Figure]:
+    """Import every figure module that exists and return the registry."""
+    for module in FIGURE_MODULES:
+        try:
+            importlib.import_module(f"{__package__}.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{module}":
+                raise
+    return FIGURES

@@ -1,0 +1,119 @@
+"""Loss recording shared by the simulator and the SDE integrator.
+
+Per-run losses are kept at every recorded step; a run counts as diverged from the first record
+where its loss is non-finite or above the threshold, and is left out of the statistics from then
+on (the fraction of diverged runs is reported instead of raising).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .io import write_json
+
+
+class LossRecorder:
+    """Collects per-run losses at chosen steps into a (records, runs) float64 array."""
+
+    def __init__(self, record_steps: np.ndarray, runs: int, threshold: float):
+        self.record_steps = record_steps
+        self.threshold = float(threshold)
+        self.losses = np.full((len(record_steps), runs), np.nan)
+        self.alive = np.ones(runs, dtype=bool)
+
+    def record(self, index: int, rows: slice, loss: Tensor) -> Tensor:
+        """Store the losses of runs ``rows`` at record ``index``; returns the still-alive mask."""
+        values = loss.detach().to("cpu", torch.float64).numpy()
+        ok = np.isfinite(values) & (np.abs(values) <= self.threshold)
+        alive = self.alive[rows] & ok
+        self.alive[rows] = alive
+        self.losses[index, rows] = np.where(alive, values, np.nan)
+        return torch.from_numpy(alive).to(loss.device)
+
+
+@dataclass
+class RunResult:
+    """Loss statistics over runs at each recorded step.
+
+    ``loss_mean``/``loss_se`` (standard error) and the 5/50/95 % quantiles are taken over the
+    runs that have not diverged; ``diverged`` is the fraction that has, per record.
+    """
+
+    steps: np.ndarray
+    time: np.ndarray
+    losses: np.ndarray
+    config: dict[str, Any]
+    final_x: Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        finite = np.isfinite(self.losses)
+        count = finite.sum(axis=1)
+        self.diverged = 1.0 - count / self.losses.shape[1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            safe = np.where(finite, self.losses, 0.0)
+            self.loss_mean = np.where(count > 0, safe.sum(axis=1) / np.maximum(count, 1), np.nan)
+            var = np.where(finite, (self.losses - self.loss_mean[:, None]) ** 2, 0.0).sum(axis=1)
+            self.loss_se = np.sqrt(var / np.maximum(count - 1, 1) / np.maximum(count, 1))
+        quantiles = np.full((3, len(self.steps)), np.nan)
+        rows = count > 0
+        if rows.any():
+            quantiles[:, rows] = np.nanquantile(self.losses[rows], [0.05, 0.5, 0.95], axis=1)
+        self.loss_q05, self.loss_q50, self.loss_q95 = quantiles
+
+    @property
+    def diverged_fraction(self) -> float:
+        """Fraction of runs that diverged by the last record."""
+        return float(self.diverged[-1])
+
+    @property
+    def runs(self) -> int:
+        return int(self.losses.shape[1])
+
+    def tail_mean(self, fraction: float = 0.5) -> tuple[float, float]:
+        """Mean loss over the last ``fraction`` of records and runs, with its standard error.
+
+        The standard error treats each run's time-average as one sample (runs are independent;
+        records within a run are not), so it is valid for stationary-level comparisons.
+        """
+        start = int(len(self.steps) * (1.0 - fraction))
+        window = self.losses[start:]
+        finite = np.isfinite(window)
+        count = finite.sum(axis=0)
+        per_run = np.where(finite, window, 0.0).sum(axis=0)[count > 0] / count[count > 0]
+        if per_run.size < 2:
+            return float("nan"), float("nan")
+        return float(per_run.mean()), float(per_run.std(ddof=1) / np.sqrt(per_run.size))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "steps": self.steps,
+            "time": self.time,
+            "loss_mean": self.loss_mean,
+            "loss_se": self.loss_se,
+            "loss_q05": self.loss_q05,
+            "loss_q50": self.loss_q50,
+            "loss_q95": self.loss_q95,
+            "diverged": self.diverged,
+            "diverged_fraction": self.diverged_fraction,
+            **self.extra,
+        }
+
+    def save(self, out_dir: str | Path, name: str = "result.json") -> Path:
+        """Write ``result.json`` (atomically) into ``out_dir``."""
+        return write_json(Path(out_dir) / name, self.to_dict())
+
+
+def record_schedule(steps: int, record_every: int) -> np.ndarray:
+    """Steps 0, r, 2r, … and always the last step."""
+    marks = np.arange(0, steps + 1, record_every)
+    if marks[-1] != steps:
+        marks = np.append(marks, steps)
+    return marks

@@ -1,0 +1,121 @@
+"""Batched Monte-Carlo simulation of DSGD, DCSGD and DSignSGD (THEORY.md §2).
+
+R runs × N agents advance together: each step draws the noise of every agent of every run in
+one tensor of shape (R, N, d), applies the method's messages and averages over agents. Runs are
+processed in chunks so that the working set stays under a memory budget.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ._checks import check_float, check_int
+from .landscapes import Landscape
+from .methods import Method
+from .noise import NoiseLaw
+from .problem import Problem, resolve_dtype
+from .recording import LossRecorder, RunResult, record_schedule
+
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of per-step working set; decides the run chunks
+
+
+def chunk_sizes(runs: int, per_run_bytes: int, memory_budget: int) -> list[int]:
+    """Split ``runs`` into chunks whose working set fits ``memory_budget`` bytes."""
+    per_chunk = max(1, memory_budget // max(per_run_bytes, 1))
+    full, rest = divmod(runs, per_chunk)
+    return [per_chunk] * full + ([rest] if rest else [])
+
+
+def simulate(
+    method: Method | str,
+    landscape: Landscape | str,
+    noise: NoiseLaw | str,
+    *,
+    lr: float,
+    steps: int,
+    agents: int = 1,
+    batch: int = 1,
+    runs: int = 1,
+    seed: int = 0,
+    x0: float | Sequence[float] | Tensor = 1.0,
+    dtype: str | torch.dtype = "float64",
+    device: str | torch.device = "cpu",
+    record_every: int = 1,
+    diverge_threshold: float = 1e10,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    lr_schedule: str = "constant",
+    progress: bool = False,
+) -> RunResult:
+    """Run the discrete algorithm ``runs`` times and record the loss f(x_k) − f*.
+
+    x_{k+1} = x_k − η_k · mean_i m_i with m_i the method's message of g_i = ∇f(x_k) + Z_i,
+    Z_i drawn from ``noise`` with the batch convention σ → σ/√B. One ``seed`` reproduces every
+    run exactly (for the same ``memory_budget``, which fixes the run chunks). Runs whose loss
+    becomes non-finite or exceeds ``diverge_threshold`` are counted as diverged, not raised.
+    """
+    problem = Problem(method, landscape, noise, lr=lr, agents=agents, batch=batch, x0=x0,
+                      lr_schedule=lr_schedule)
+    steps = check_int("steps", steps, minimum=1)
+    runs = check_int("runs", runs, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    record_every = check_int("record_every", record_every, minimum=1)
+    threshold = check_float("diverge_threshold", diverge_threshold, low=0, low_open=True)
+    memory_budget = check_int("memory_budget", memory_budget, minimum=1)
+    dtype = resolve_dtype(dtype)
+    device = torch.device(device)
+
+    d, n = problem.dim, problem.agents
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    chunks = chunk_sizes(runs, 4 * n * d * itemsize, memory_budget)
+    marks = record_schedule(steps, record_every)
+    recorder = LossRecorder(marks, runs, threshold)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    finals = []
+    started = _time.perf_counter()
+    bar = tqdm(total=steps * len(chunks), disable=not progress, unit="step",
+               desc=f"simulate {problem.method.spec}", leave=False)
+    first = 0
+    for size in chunks:
+        rows = slice(first, first + size)
+        finals.append(_run_chunk(problem, size, steps, marks, recorder, rows, generator,
+                                 dtype, device, bar))
+        first += size
+    bar.close()
+    config = problem.describe() | {
+        "steps": steps, "runs": runs, "seed": seed, "dtype": str(dtype).removeprefix("torch."),
+        "record_every": record_every, "diverge_threshold": threshold, "kind": "simulation",
+    }
+    times = np.array([sum(problem.step_size(k) for k in range(s)) for s in marks]) \
+        if problem.lr_schedule != "constant" else marks * problem.lr
+    return RunResult(steps=marks, time=times, losses=recorder.losses, config=config,
+                     final_x=torch.cat(finals),
+                     extra={"seconds": _time.perf_counter() - started})
+
+
+def _run_chunk(problem: Problem, runs: int, steps: int, marks: np.ndarray,
+               recorder: LossRecorder, rows: slice, generator: torch.Generator,
+               dtype: torch.dtype, device: torch.device, bar: tqdm) -> Tensor:
+    landscape, law, method = problem.landscape, problem.noise, problem.method
+    n, d = problem.agents, problem.dim
+    x = problem.start(runs, dtype, device)
+    shape = (runs, n, d)
+    next_mark = 0
+    for k in range(steps + 1):
+        if k == marks[next_mark]:
+            alive = recorder.record(next_mark, rows, problem.loss(x))
+            if not bool(alive.all()):
+                x[~alive] = 0.0  # frozen: a diverged run is out of the statistics
+            next_mark += 1
+        if k == steps:
+            break
+        grads = law.sample(shape, generator, problem.batch, dtype=dtype, device=device)
+        grads.add_(landscape.grad(x).unsqueeze(-2))
+        x.sub_(method.direction(grads, generator), alpha=problem.step_size(k))
+        bar.update(1)
+    return x
