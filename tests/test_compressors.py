@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compsde import compressors
-from compsde.compressors import WireMessage, bits, make, sample_without_replacement, sparse
+from compsde.compressors import WireMessage, bits, make, sample_without_replacement, sampling
 
 Z = 5.0  # standard errors allowed
 N = 20_000  # Monte-Carlo samples per moment check
@@ -186,7 +186,7 @@ def test_batched_rows_are_independent(spec):
 
 def test_batched_rand_k_fallback_rows_are_unbiased_and_independent(monkeypatch):
     # With exactly k draws per row, every row with a repeat falls back to the 1-D sampler.
-    monkeypatch.setattr(sparse, "_draw_count", lambda mean, k: k)
+    monkeypatch.setattr(sampling, "_draw_count", lambda mean, k: k)
     x = vector(5, seed=12)
     out = make("randk:k=2")(x.expand(N // 2, 2, -1).contiguous(), gen(5)) - x
     mean, se = mean_se(out.reshape(-1, 5))
@@ -227,7 +227,7 @@ def assert_uniform_subsets(draws: list[tuple[int, ...]], d: int, k: int) -> None
 @pytest.mark.parametrize("d, k", [(5, 2), (6, 4)])
 def test_batched_rand_k_picks_every_k_subset_uniformly(fallback, d, k, monkeypatch):
     if fallback:  # about a fifth to a half of the rows take the fallback
-        monkeypatch.setattr(sparse, "_draw_count", lambda mean, k: k)
+        monkeypatch.setattr(sampling, "_draw_count", lambda mean, k: k)
     index = make(f"randk:k={k}").indices(d, gen(1), rows=N)
     assert index.shape == (N, k)
     assert_uniform_subsets([tuple(r) for r in index.tolist()], d, k)
@@ -240,7 +240,7 @@ def test_single_vector_sampler_picks_every_k_subset_uniformly(backend, d, k):
     if backend == "numpy":
         draws = [tuple(sample_without_replacement(d, k, g).tolist()) for _ in range(4000)]
     else:
-        draws = [tuple(sparse._torch_sample(d, k, g, torch.device("cpu")).tolist())
+        draws = [tuple(sampling._torch_sample(d, k, g, torch.device("cpu")).tolist())
                  for _ in range(4000)]
     assert_uniform_subsets(draws, d, k)
 
@@ -272,14 +272,14 @@ def test_large_d_sampler_inclusion_frequencies(backend, d, k):
     elif backend == "numpy":
         draws = [sample_without_replacement(d, k, g) for _ in range(1500)]
     else:
-        draws = [sparse._torch_sample(d, k, g, torch.device("cpu")) for _ in range(1500)]
+        draws = [sampling._torch_sample(d, k, g, torch.device("cpu")) for _ in range(1500)]
     inclusion_checks(torch.stack(draws), d, k)
 
 
 def test_first_distinct_selection_numpy_and_torch_agree_with_the_definition():
     draws = np.random.Generator(np.random.PCG64(0)).integers(0, 30, (300, 40))
-    keep, distinct = sparse._np_first_distinct(draws, 20)
-    keep_t, distinct_t = sparse._torch_first_distinct(torch.from_numpy(draws), 20)
+    keep, distinct = sampling._np_first_distinct(draws, 20)
+    keep_t, distinct_t = sampling._torch_first_distinct(torch.from_numpy(draws), 20)
     assert np.array_equal(keep, keep_t.numpy()) and np.array_equal(distinct, distinct_t.numpy())
     for row, mask, count in zip(draws, keep, distinct, strict=True):
         seen: list[int] = []
@@ -292,11 +292,11 @@ def test_first_distinct_selection_numpy_and_torch_agree_with_the_definition():
 
 
 def test_sampler_top_up_path_stays_uniform(monkeypatch):
-    monkeypatch.setattr(sparse, "_draw_count", lambda mean, k: k // 2)
+    monkeypatch.setattr(sampling, "_draw_count", lambda mean, k: k // 2)
     g = gen(4)
     draws = torch.stack([sample_without_replacement(3000, 300, g) for _ in range(1500)])
     inclusion_checks(draws, 3000, 300)
-    draws = torch.stack([sparse._torch_sample(3000, 300, g, torch.device("cpu"))
+    draws = torch.stack([sampling._torch_sample(3000, 300, g, torch.device("cpu"))
                          for _ in range(200)])
     assert all(len(set(r.tolist())) == 300 for r in draws)
 
@@ -485,7 +485,7 @@ def test_sampler_returns_k_sorted_distinct_indices(d, data):
     k = data.draw(st.integers(1, d))
     seed = data.draw(st.integers(0, 2**32))
     for idx in (sample_without_replacement(d, k, gen(seed)),
-                sparse._torch_sample(d, k, gen(seed), torch.device("cpu"))):
+                sampling._torch_sample(d, k, gen(seed), torch.device("cpu"))):
         assert idx.shape == (k,) and bool((idx[1:] > idx[:-1]).all())
         assert int(idx[0]) >= 0 and int(idx[-1]) < d
 

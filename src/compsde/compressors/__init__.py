@@ -10,15 +10,9 @@ Specs: ``identity``, ``randk:ratio=R`` | ``randk:k=K``, ``bernoulli:p=P``, ``qsg
 from . import bits
 from .base import Compressor, WireMessage, available, make, register
 from .quantize import QSGD, Natural
+from .sampling import sample_rows_without_replacement, sample_without_replacement
 from .sign import ScaledSign, Sign
-from .sparse import (
-    Bernoulli,
-    Identity,
-    RandK,
-    TopK,
-    sample_rows_without_replacement,
-    sample_without_replacement,
-)
+from .sparse import Bernoulli, Identity, RandK, TopK
 
 __all__ = [
     "QSGD",
