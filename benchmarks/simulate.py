@@ -21,21 +21,22 @@ from compsde.landscapes import make as make_landscape
 from compsde.methods import make as make_method
 from compsde.noise import make as make_noise
 
-R, N, D = 500, 8, 1000
+R, N = 500, 8
+SIZES = (1000, 10)  # the issue's d, and a small d where per-run overhead dominates a loop
 METHODS = {"dsgd": "dsgd", "dcsgd randk k=100": "dcsgd:randk:k=100", "dsignsgd": "dsignsgd"}
 NOISE = "gaussian:scale=1"
-LANDSCAPE = f"quadratic:d={D}"
 DTYPE = torch.float32
 
 
-def ours(spec: str, steps: int) -> float:
+def ours(spec: str, d: int, steps: int) -> float:
+    """Seconds per step of compsde.simulate (one call of ``steps`` steps)."""
     started = time.perf_counter()
-    simulate(spec, LANDSCAPE, NOISE, lr=0.01, steps=steps, agents=N, runs=R, seed=0,
+    simulate(spec, f"quadratic:d={d}", NOISE, lr=0.01, steps=steps, agents=N, runs=R, seed=0,
              dtype=DTYPE, record_every=steps)
     return (time.perf_counter() - started) / steps
 
 
-def floor(spec: str, steps: int) -> float:
+def floor(spec: str, d: int, steps: int) -> float:
     """Only the random draws the simulator makes for this method, same shapes and generator."""
     generator = torch.Generator().manual_seed(0)
     noise = make_noise(NOISE)
@@ -43,23 +44,25 @@ def floor(spec: str, steps: int) -> float:
 
     def draws() -> None:
         for _ in range(steps):
-            noise.sample((R, N, D), generator, dtype=DTYPE)
+            noise.sample((R, N, d), generator, dtype=DTYPE)
             if randk:
-                torch.rand((R, N, D), generator=generator, dtype=DTYPE)
+                k = int(spec.rsplit("=", 1)[1])
+                torch.randint(0, d, (R * N, k), generator=generator)
 
     return median_time(draws, repeats=3) / steps
 
 
-def loop(spec: str, steps: int) -> float:
+def loop(spec: str, d: int, steps: int) -> float:
     """One run at a time: the same algorithm without batching over runs."""
-    method, landscape, noise = make_method(spec), make_landscape(LANDSCAPE), make_noise(NOISE)
+    method, landscape = make_method(spec), make_landscape(f"quadratic:d={d}")
+    noise = make_noise(NOISE)
     generator = torch.Generator().manual_seed(0)
 
     def run_all() -> None:
         for _ in range(R):
-            x = torch.ones(D, dtype=DTYPE)
+            x = torch.ones(d, dtype=DTYPE)
             for _ in range(steps):
-                grads = noise.sample((N, D), generator, dtype=DTYPE) + landscape.grad(x)
+                grads = noise.sample((N, d), generator, dtype=DTYPE) + landscape.grad(x)
                 x = x - 0.01 * method.messages(grads, generator).mean(dim=0)
 
     return median_time(run_all, repeats=1, warmup=0) / steps
@@ -71,21 +74,27 @@ def main() -> None:
     parser.add_argument("--loop-steps", type=int, default=5)
     args = parser.parse_args()
     rows, records = [], []
-    for label, spec in METHODS.items():
-        t_ours = median_time(lambda spec=spec: ours(spec, args.steps), repeats=1, warmup=0)
-        t_floor = floor(spec, args.steps)
-        t_loop = loop(spec, args.loop_steps)
-        rows.append([label, f"{t_ours * 1e3:.2f}", f"{t_floor * 1e3:.2f}",
-                     f"{t_loop * 1e3:.1f}", f"{t_ours / t_floor:.2f}x",
-                     f"{t_loop / t_ours:.0f}x"])
-        records.append({"method": spec, "ms_per_step": t_ours * 1e3,
-                        "floor_ms_per_step": t_floor * 1e3, "loop_ms_per_step": t_loop * 1e3,
-                        "ratio_to_floor": t_ours / t_floor, "speedup_vs_loop": t_loop / t_ours})
-    print(f"R={R} runs, N={N} agents, d={D}, float32, {args.steps} steps "
+    for d in SIZES:
+        for label, spec in METHODS.items():
+            if spec.startswith("dcsgd") and d <= 100:
+                spec, label = "dcsgd:randk:k=1", "dcsgd randk k=1"
+            t_ours = ours(spec, d, args.steps)
+            t_floor = floor(spec, d, args.steps)
+            t_loop = loop(spec, d, args.loop_steps)
+            rows.append([d, label, f"{t_ours * 1e3:.3f}", f"{t_floor * 1e3:.3f}",
+                         f"{t_loop * 1e3:.1f}", f"{t_ours / t_floor:.2f}x",
+                         f"{t_loop / t_ours:.0f}x"])
+            records.append({"d": d, "method": spec, "ms_per_step": t_ours * 1e3,
+                            "floor_ms_per_step": t_floor * 1e3,
+                            "loop_ms_per_step": t_loop * 1e3,
+                            "ratio_to_floor": t_ours / t_floor,
+                            "speedup_vs_loop": t_loop / t_ours})
+    print(f"R={R} runs, N={N} agents, float32, {args.steps} steps "
           f"(loop timed on {args.loop_steps} steps)")
-    print_table(["method", "ours ms/step", "floor ms/step", "loop ms/step", "ours/floor",
+    print_table(["d", "method", "ours ms/step", "floor ms/step", "loop ms/step", "ours/floor",
                  "loop/ours"], rows)
-    path = save("simulate", {"config": {"runs": R, "agents": N, "d": D, "steps": args.steps,
+    path = save("simulate", {"config": {"runs": R, "agents": N, "d": list(SIZES),
+                                        "steps": args.steps,
                                         "loop_steps": args.loop_steps, "dtype": "float32"},
                              "rows": records,
                              "targets": {"ratio_to_floor_max": 2.5, "speedup_vs_loop_min": 50}})

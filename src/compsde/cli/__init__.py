@@ -6,10 +6,13 @@ import sys
 
 import click
 
+from .advise_cmd import advise_command
 from .common import run_cli
 from .demo_cmd import demo_command
 from .reproduce_cmd import reproduce_command
+from .scale_cmd import scale_command
 from .simulate_cmd import simulate_command
+from .train_cmd import train_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,6 +24,9 @@ def cli() -> None:
 cli.add_command(demo_command)
 cli.add_command(simulate_command)
 cli.add_command(reproduce_command)
+cli.add_command(scale_command)
+cli.add_command(train_command)
+cli.add_command(advise_command)
 
 
 def main(argv: list[str] | None = None) -> int:

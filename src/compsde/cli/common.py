@@ -16,7 +16,7 @@ EXIT_USAGE = 2
 def run_cli(group: click.Group, argv: list[str] | None) -> int:
     """Run ``group``; a ValueError or usage error becomes ``error: …`` on one line, exit 2."""
     try:
-        group.main(args=argv, prog_name="compsde", standalone_mode=False)
+        code = group.main(args=argv, prog_name="compsde", standalone_mode=False)
     except click.exceptions.Exit as done:
         return int(done.exit_code)
     except click.exceptions.Abort:
@@ -32,7 +32,7 @@ def run_cli(group: click.Group, argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def problem_options(func: Callable[..., Any]) -> Callable[..., Any]:

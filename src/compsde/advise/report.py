@@ -1,0 +1,176 @@
+"""The advisor's outputs: a text table, ``result.json`` and one PNG (DESIGN.md conventions)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import stats
+
+from ..io import save_figure, write_json
+from ..plotting import spans_decades
+from .predict import Advice
+
+
+def _g(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{value:.{digits}g}"
+
+
+def _nu_text(advice: Advice) -> str:
+    fit = advice.measurement.fit
+    lo, hi = fit.nu_interval
+    nu = "∞ (Gaussian)" if math.isinf(fit.nu) else f"{fit.nu:.3g}"
+    return f"ν̂ = {nu}, 95% interval [{_g(lo)}, {'∞' if math.isinf(hi) else _g(hi)}]"
+
+
+def summary_lines(advice: Advice) -> list[str]:
+    """The measured noise in a few lines."""
+    m = advice.measurement
+    k = m.kurtosis_summary()
+    ph = m.phases
+    snr = m.snr
+    lines = [
+        f"noise of {m.source}: d = {m.d}, {m.samples} mini-batches, "
+        f"{m.kept} coordinates kept for the tail fit",
+        f"tail: {_nu_text(advice)}; Hill α = {_g(m.hill.alpha)} ± {_g(m.hill.se, 2)} "
+        f"(k = {m.hill.k}); excess kurtosis median {_g(k['median'])}, mean {_g(k['mean'])}",
+        f"variance: {'finite' if m.finite_variance else 'INFINITE'} — {m.variance_verdict()}",
+        f"scale: Σ Var = {_g(m.variance_sum)}, median σ_j = "
+        f"{_g(float(m.fit.scale[~m.fit.degenerate].median()))}, ‖∇f‖² ≈ {_g(m.grad_sq)}; "
+        f"SNR |mean|/std median {_g(float(snr.median()))}",
+        f"DSignSGD phases (Y = |∂f|/(√2σ)): Phase 1 {ph['phase1']:.0%}, Phase 2 "
+        f"{ph['phase2']:.0%}, Phase 3 {ph['phase3']:.0%}",
+        f"curvature L = {_g(advice.curvature)}" + (
+            f" ({m.curvature.iterations} power iterations, residual {_g(m.curvature.residual, 2)})"
+            if m.curvature is not None else "") +
+        (f"; compute {1e3 * advice.compute_seconds:.3g} ms per gradient"
+         if advice.compute_seconds is not None else ""),
+    ]
+    return lines
+
+
+def table(advice: Advice) -> str:
+    """Predictions per method, the recommendation, warnings and assumptions as text."""
+    header = ("method", "lr", "stationary loss", "rate", "drift", "ω̂ (bound)", "bytes/step",
+              "collective", "comm ms", "batch@ref", "score")
+    rows = []
+    for p in advice.predictions:
+        omega = "" if p.omega is None else f"{p.omega:.3g} ({_g(p.omega_nominal)})"
+        loss = _g(p.stationary_loss) if p.finite else "none (" + (
+            "unstable" if "unstable" in p.loss_note else "no mean" if "no mean" in p.loss_note
+            else "infinite var.") + ")"
+        rows.append((p.spec, _g(p.lr), loss, _g(p.rate), _g(p.drift), omega,
+                     f"{p.bytes_per_step:,}", p.collective,
+                     _g(None if p.comm_seconds is None else 1e3 * p.comm_seconds),
+                     str(p.match_batch or "—"), _g(p.score)))
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = summary_lines(advice) + ["", fmt.format(*header)] + [fmt.format(*r) for r in rows]
+    out.append("")
+    for p in advice.predictions:
+        if not p.finite:
+            out.append(f"{p.spec}: {p.loss_note}")
+    for p in advice.predictions:
+        if p.adjustments:
+            rules = "; or ".join(
+                f"{a['knob']}: lr {_g(a['lr'], 4)}, batch {_g(a['batch'], 4)}, agents "
+                f"{_g(a['agents'], 4)} [{a['formula']}]" for a in p.adjustments)
+            out.append(f"{p.spec} reaches the reference loss with {rules}")
+    rec = advice.recommendation
+    if rec is None:
+        out.append("recommendation: none — no method has a finite predicted stationary loss")
+    else:
+        out.append(f"recommendation: {rec['spec']} with lr {_g(rec['lr'], 4)}, batch "
+                   f"{rec['batch']}, agents {rec['agents']} — {rec['why']}")
+    out += [f"warning: {w}" for w in advice.warnings]
+    out += [f"assumption: {a}" for a in advice.assumptions]
+    return "\n".join(out)
+
+
+def plot(advice: Advice, path: str | Path) -> Path:
+    """Four panels: phases, tail, predicted stationary loss, time (or bytes) per step."""
+    m = advice.measurement
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    ax = axes[0, 0]
+    y = m.phase_y.clamp_min(1e-6).log10().numpy()
+    ax.hist(y, bins=60, color="tab:blue", alpha=0.8)
+    for thr, name in ((1.0, "Y = 1"), (1.5, "Y = 3/2")):
+        ax.axvline(math.log10(thr), color="k", linestyle="--" if thr == 1 else ":", label=name)
+    ph = m.phases
+    ax.set(xlabel="log10 Y,  Y = |∂f_j|/(√2 σ_j)", ylabel="coordinates",
+           title=f"DSignSGD phase per coordinate: P1 {ph['phase1']:.0%}, P2 {ph['phase2']:.0%}, "
+                 f"P3 {ph['phase3']:.0%}")
+    ax.legend()
+    ax = axes[0, 1]
+    if m.abs_z is not None and m.abs_z.numel():
+        z = m.abs_z.numpy()
+        surv = np.arange(1, z.size + 1) / z.size
+        ax.loglog(z, surv, ".", markersize=2, label="measured |noise|/σ_j")
+        grid = np.logspace(math.log10(max(z[-1], 1e-3)), math.log10(z[0]), 200)
+        if math.isfinite(m.nu):
+            ax.loglog(grid, 2 * stats.t.sf(grid, m.nu), label=f"Student-t ν̂ = {m.nu:.3g}")
+        ax.loglog(grid, 2 * stats.norm.sf(grid), "--", label="Gaussian")
+        ax.set_ylim(max(surv[0] / 3, 1e-7), 1.1)
+        ax.set_xlim(0.1, None)
+    ax.set(xlabel="t", ylabel="P(|Z| > t)", title=f"tail of the standardised noise "
+           f"(Hill α = {m.hill.alpha:.3g})")
+    ax.legend()
+    specs = [p.spec for p in advice.predictions]
+    pos = np.arange(len(specs))
+    ax = axes[1, 0]
+    losses = [p.stationary_loss if p.finite else np.nan for p in advice.predictions]
+    colors = ["tab:green" if advice.recommendation and p.spec == advice.recommendation["spec"]
+              else "tab:gray" for p in advice.predictions]
+    ax.bar(pos, losses, color=colors)
+    finite = [v for v in losses if np.isfinite(v) and v > 0]
+    if finite and spans_decades(np.array(finite), 1.0):
+        ax.set_yscale("log")
+    for i, p in enumerate(advice.predictions):
+        if not p.finite:
+            ax.text(i, 0.02, "none: " + p.loss_note[6:34] + "…", ha="center", va="bottom",
+                    fontsize=7, rotation=90, transform=ax.get_xaxis_transform())
+    ax.set_xticks(pos, specs, rotation=25, ha="right", fontsize=8)
+    ax.set(ylabel="predicted stationary E f − f*", title=f"at each method's lr "
+           f"(η = {advice.lr:g}, B = {advice.batch}, N = {advice.agents}); green = recommended")
+    ax = axes[1, 1]
+    if advice.bandwidth is not None:
+        unit = advice.compute_seconds or 0.0
+        comp = [1e3 * unit * (p.match_factor or 1.0) if p.finite else np.nan
+                for p in advice.predictions]
+        comm = [1e3 * (p.comm_seconds or 0.0) if p.finite else np.nan
+                for p in advice.predictions]
+        ax.bar(pos, comp, color="tab:orange", label="compute (batch matched to the reference)")
+        ax.bar(pos, comm, bottom=np.nan_to_num(comp), color="tab:purple",
+               label=f"communication ({advice.bandwidth * 8 / 1e9:.3g} Gbit/s, alpha-beta)")
+        scores = [1e3 * p.score if p.finite and p.score is not None and math.isfinite(p.score)
+                  else np.nan for p in advice.predictions]
+        ax.plot(pos, scores, "k_", markersize=28, markeredgewidth=2,
+                label="÷ speed = score (lowest is recommended)")
+        top = np.nanmax([*scores, *(np.nan_to_num(comp) + np.nan_to_num(comm)), 1e-9])
+        ax.set_ylim(0, 1.35 * top)                 # room for the legend
+        ax.set(ylabel="ms per step", title="predicted time per step at the reference loss")
+        ax.legend(fontsize=8)
+    else:
+        ax.bar(pos, [p.bytes_per_step for p in advice.predictions], color="tab:purple")
+        ax.set_yscale("log")
+        ax.set(ylabel="bytes per agent per step", title="message size (no --bandwidth given)")
+    ax.set_xticks(pos, specs, rotation=25, ha="right", fontsize=8)
+    fig.suptitle(f"compsde advise: {m.source}", fontsize=11)
+    fig.tight_layout()
+    out = save_figure(fig, path)
+    plt.close(fig)
+    return out
+
+
+def save(advice: Advice, out_dir: str | Path, extra: dict | None = None) -> tuple[Path, Path]:
+    """Write ``result.json`` and ``advise.png`` into ``out_dir``; returns both paths."""
+    out_dir = Path(out_dir)
+    data = advice.to_dict() | {"table": table(advice).splitlines()} | (extra or {})
+    return write_json(out_dir / "result.json", data), plot(advice, out_dir / "advise.png")

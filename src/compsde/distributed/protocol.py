@@ -1,0 +1,212 @@
+"""The state shared by the DDP hook and the in-process simulation of N agents.
+
+:class:`Protocol` holds what defines a run of DSGD, DCSGD or DSignSGD on real gradients
+(THEORY.md §2): the method and its compressor, the ``seed``, the ``step`` counter, the options
+of the wire, optional injected gradient noise (THEORY.md §1, ``g_i = ∇f + Z_i``), the policy for
+non-finite gradients, and exact byte counters. It never touches torch's global RNG: every draw
+comes from a generator keyed by ``(seed, step, bucket[, rank])`` (:mod:`.wire`).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import methods
+from .. import noise as noise_module
+from .._checks import check_choice, check_int
+from ..methods import Method
+from ..noise import NoiseLaw
+from .codecs import ALLREDUCE, BucketKey, Codec, all_finite, make_codec
+from .wire import all_gather_bytes, allreduce_bytes, derive_seed
+
+SIGN_WIRES = ("bits", "int8")
+RANDOMNESS = ("shared", "independent")
+ON_NONFINITE = ("raise", "skip")
+_NOISE_STREAM = 1   # keeps injected noise apart from compressor randomness
+
+
+class NonFiniteGradientError(FloatingPointError):
+    """A rank's gradient held NaN or ±inf at ``step``; raised on every rank at once."""
+
+    def __init__(self, step: int, bucket: int, ranks: int):
+        who = "the averaged gradient" if ranks < 0 else f"{ranks} rank(s)'s gradient"
+        super().__init__(f"non-finite gradient at step {step}: {who} in bucket {bucket} held "
+                         f"NaN or inf (lower --lr, clip, or use --on-nonfinite skip)")
+        self.step, self.bucket, self.ranks = step, bucket, ranks
+
+
+def resolve_method(method: Method | str) -> Method:
+    """A :class:`Method` from a spec; per-agent compressor lists are not supported here."""
+    if isinstance(method, str):
+        method = methods.make(method)
+    if not isinstance(method, Method):
+        raise ValueError(f"method must be a spec such as 'dsgd', 'dsignsgd' or "
+                         f"'dcsgd:randk:ratio=0.01', or a Method; got {method!r}")
+    if method.agents_fixed is not None:
+        raise ValueError("method must use one compressor for every rank in distributed "
+                         "training (per-agent compressor lists are simulation-only)")
+    return method
+
+
+def rank_noise(law: NoiseLaw | str | None, rank: int, world: int) -> NoiseLaw | None:
+    """The noise law of ``rank``: a scalar scale, or the rank's entry of a per-agent scale."""
+    if law is None:
+        return None
+    if isinstance(law, str):
+        law = noise_module.make(law)
+    scale = law.scale
+    if scale.dim() == 0:
+        return law
+    if scale.dim() == 1 and scale.numel() == world:
+        own = copy.copy(law)
+        own.scale = scale[rank].clone()
+        own._cache = {}
+        return own
+    raise ValueError(f"noise scale must be one number or one per rank ({world} values, e.g. "
+                     f"scale=1/2), got {law.spec}")
+
+
+class Protocol:
+    """Method, seed, step, wire options, noise, non-finite policy and byte counters.
+
+    Args:
+        method: ``"dsgd"``, ``"dsignsgd"``, ``"dcsgd:<compressor>"`` or a :class:`Method`.
+        seed: key of all randomness (compressor coordinates/rounding, injected noise).
+        world: number of ranks (or simulated agents) N.
+        noise: optional law of noise added to each rank's bucket gradient before it is encoded
+            (e.g. ``"student-t:nu=1,scale=0.01"``), drawn from ``(seed, step, bucket, rank)``;
+            the scale is used as given (no batch division).
+        sign_wire: DSignSGD's wire, ``"bits"`` (all-gather of packed signs) or ``"int8"``
+            (uint8 sum-allreduce, for many ranks).
+        randomness: Rand-k/Bernoulli coordinates ``"shared"`` by all ranks (one allreduce of
+            the kept values) or ``"independent"`` per rank (THEORY.md's setting; all-gather).
+        on_nonfinite: ``"raise"`` :class:`NonFiniteGradientError` on every rank, or ``"skip"``:
+            zero the averaged gradient and set :attr:`skipped` so the caller skips the step.
+    """
+
+    def __init__(self, method: Method | str, seed: int = 0, world: int = 1, rank: int = 0, *,
+                 noise: NoiseLaw | str | None = None, sign_wire: str = "bits",
+                 randomness: str = "shared", on_nonfinite: str = "raise"):
+        self.method = resolve_method(method)
+        self.seed = check_int("seed", seed, minimum=0)
+        self.world = check_int("world", world, minimum=1)
+        self.rank = check_int("rank", rank, minimum=0, maximum=self.world - 1)
+        self.sign_wire = check_choice("sign_wire", sign_wire, SIGN_WIRES)
+        self.randomness = check_choice("randomness", randomness, RANDOMNESS)
+        self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, ON_NONFINITE)
+        if self.method.name == "dsignsgd" and sign_wire == "int8" and self.world > 255:
+            raise ValueError(f"sign_wire 'int8' supports at most 255 ranks, got {self.world}")
+        self.noise_spec = None if noise is None else (
+            noise if isinstance(noise, str) else noise.spec)
+        self._noise_law = noise if isinstance(noise, NoiseLaw) else (
+            noise_module.make(noise) if noise else None)
+        self._noise_cache: dict[int, NoiseLaw | None] = {}
+        if self._noise_law is not None:
+            rank_noise(self._noise_law, 0, self.world)      # validate the scale now
+        self.step = 0
+        self.bytes_sent = 0.0
+        self.bytes_received = 0.0
+        self.bytes_fp32_allreduce = 0.0
+        self.payload_bytes = 0
+        self.skipped = False
+        self.skipped_steps: list[int] = []
+        self._codecs: dict[int, Codec] = {}
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def compressor(self):
+        """The compressor every rank applies (identity for DSGD, sign for DSignSGD)."""
+        return self.method.compressor
+
+    @property
+    def method_spec(self) -> str:
+        return self.method.spec
+
+    def counters(self) -> dict[str, float]:
+        """Cumulative bytes of this rank: sent, received, payload, and fp32 allreduce's."""
+        return {"bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
+                "payload_bytes": self.payload_bytes,
+                "bytes_fp32_allreduce": self.bytes_fp32_allreduce}
+
+    # -- per bucket ---------------------------------------------------------------------------
+    def codec(self, bucket: int, grad: Tensor) -> Codec:
+        """The codec of ``bucket`` for a flat gradient like ``grad`` (rebuilt on change)."""
+        codec = self._codecs.get(bucket)
+        d = grad.numel()
+        if (codec is None or codec.d != d or codec.dtype != grad.dtype
+                or codec.device != grad.device):
+            codec = self._codecs[bucket] = make_codec(
+                self.method.name, self.compressor, d=d, world=self.world, dtype=grad.dtype,
+                device=grad.device, bucket=bucket, sign_wire=self.sign_wire,
+                randomness=self.randomness)
+        return codec
+
+    def inject_noise(self, grad: Tensor, key: BucketKey) -> None:
+        """Add rank ``key.rank``'s noise ``Z`` to ``grad`` in place (no-op without noise)."""
+        if self._noise_law is None:
+            return
+        law = self._noise_cache.get(key.rank)
+        if law is None:
+            law = self._noise_cache[key.rank] = rank_noise(self._noise_law, key.rank,
+                                                           self.world)
+        gen = torch.Generator(device=grad.device)
+        gen.manual_seed(derive_seed(key.seed, key.step, key.bucket, key.rank, _NOISE_STREAM))
+        grad.add_(law.sample((1, grad.numel()), gen, dtype=grad.dtype,
+                             device=grad.device).view_as(grad))
+
+    def prepare(self, grad: Tensor, key: BucketKey, codec: Codec) -> Tensor:
+        """Noise, finiteness flag and encoding of one rank's bucket gradient (its payload)."""
+        self.inject_noise(grad, key)
+        bad = codec.checks_locally and not all_finite(grad)
+        return codec.encode(grad, key, bad)
+
+    def account(self, codec: Codec, payload: Tensor) -> None:
+        """Add one bucket's traffic to the counters (module docstring of :mod:`.wire`)."""
+        nbytes = payload.numel() * payload.element_size()
+        moved = (allreduce_bytes(nbytes, self.world) if codec.collective == ALLREDUCE
+                 else all_gather_bytes(nbytes, self.world))
+        self.payload_bytes += nbytes
+        self.bytes_sent += moved
+        self.bytes_received += moved
+        self.bytes_fp32_allreduce += allreduce_bytes(4 * codec.d, self.world)
+
+    def finish(self, codec: Codec, combined: Tensor, key: BucketKey, out: Tensor) -> Tensor:
+        """Decode into ``out`` and apply the non-finite policy (same outcome on every rank)."""
+        bad = codec.decode(combined, key, out)
+        if bad:
+            if self.on_nonfinite == "raise":
+                raise NonFiniteGradientError(key.step, key.bucket,
+                                             -1 if not codec.checks_locally else bad)
+            self.skipped = True
+            if not self.skipped_steps or self.skipped_steps[-1] != key.step:
+                self.skipped_steps.append(key.step)
+            out.zero_()
+        return out
+
+    def begin_step(self) -> None:
+        """Reset the per-step skip flag (called before the first bucket of a step)."""
+        self.skipped = False
+
+    # -- checkpoints --------------------------------------------------------------------------
+    _PICKLED = ("seed", "world", "rank", "sign_wire", "randomness", "on_nonfinite",
+                "noise_spec", "step", "bytes_sent", "bytes_received", "bytes_fp32_allreduce",
+                "payload_bytes", "skipped_steps")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {name: copy.copy(getattr(self, name)) for name in self._PICKLED}
+        state["method_spec"] = self.method.spec
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        fresh = Protocol.__new__(type(self))
+        Protocol.__init__(fresh, state["method_spec"], state["seed"], state["world"],
+                          state["rank"], noise=state["noise_spec"],
+                          sign_wire=state["sign_wire"], randomness=state["randomness"],
+                          on_nonfinite=state["on_nonfinite"])
+        self.__dict__.update(fresh.__dict__)
+        for name in self._PICKLED:
+            setattr(self, name, state[name])

@@ -1,0 +1,202 @@
+"""``python -m compsde.distributed.train`` (also ``compsde train``): train a real model with
+DSGD, DCSGD or DSignSGD (THEORY.md §2).
+
+Launch with ``torchrun --nproc-per-node N -m compsde.distributed.train --model mlp --method
+dsignsgd ...``: each rank trains on its shard of an offline data set (:mod:`compsde.nn.data`),
+DDP + our hook (:func:`compsde.distributed.register`) averages the messages, plain SGD steps.
+Without torchrun it runs as one rank (with a note), or ``--simulate-agents N`` runs N agents in
+one process with the same algorithm and no collectives (:class:`AgentSimulator`).
+
+Writes to ``--out``: ``result.json`` (config, per-step mean loss over ranks, test loss and
+accuracy, bytes sent/received per rank vs fp32 allreduce, timings), ``loss.png`` and, every
+``--checkpoint-every`` steps, ``checkpoint.pt`` (``--resume`` continues from it and reaches the
+same parameters as an uninterrupted run: batches, noise and compressor randomness are pure
+functions of ``(seed, step, rank)``).
+
+Faults: ``--timeout`` is the process-group timeout; if a rank dies the others stop with a clear
+error (exit 1) within it. Non-finite gradients raise an error naming the step (exit 1) or, with
+``--on-nonfinite skip``, skip the step on every rank. User mistakes print one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, fields
+
+from .._checks import check_choice, check_float, check_int
+
+EXIT_USAGE, EXIT_FAILED = 2, 1
+
+
+class UsageError(ValueError):
+    """A command-line mistake (printed as one line, exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:          # one line, exit 2 (DESIGN.md)
+        raise UsageError(message)
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run (the flags of :func:`build_parser`)."""
+
+    model: str = "mlp"
+    data: str = "fashion-mnist"
+    method: str = "dsignsgd"
+    lr: float = 0.01
+    batch: int = 64
+    steps: int = 500
+    seed: int = 0
+    noise: str | None = None
+    sign_wire: str = "bits"
+    randomness: str = "shared"
+    on_nonfinite: str = "raise"
+    simulate_agents: int | None = None
+    checkpoint_every: int = 0
+    resume: bool = False
+    timeout: float = 300.0
+    bucket_cap_mb: float = 25.0
+    log_every: int = 10
+    eval_every: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    init_method: str | None = None
+    out: str = "results/train"
+    progress: bool | None = None
+
+    def validate(self) -> TrainConfig:
+        from .. import methods
+        from .. import noise as noise_module
+        from ..nn.data import DATASET_NAMES
+        from ..nn.models import MODEL_NAMES
+
+        methods.make(self.method)
+        if self.noise:
+            noise_module.make(self.noise)
+        if self.model.split(":")[0] not in MODEL_NAMES:
+            raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)}; got {self.model!r}")
+        if self.data.split(":")[0] not in DATASET_NAMES:
+            raise ValueError(f"data must be one of {', '.join(DATASET_NAMES)}; got {self.data!r}")
+        check_float("lr", self.lr, low=0, low_open=True)
+        check_int("batch", self.batch, minimum=1)
+        check_int("steps", self.steps, minimum=1)
+        check_int("seed", self.seed, minimum=0)
+        check_choice("sign_wire", self.sign_wire, ("bits", "int8"))
+        check_choice("randomness", self.randomness, ("shared", "independent"))
+        check_choice("on_nonfinite", self.on_nonfinite, ("raise", "skip"))
+        if self.simulate_agents is not None:
+            check_int("simulate_agents", self.simulate_agents, minimum=1)
+        check_int("checkpoint_every", self.checkpoint_every, minimum=0)
+        check_float("timeout", self.timeout, low=0, low_open=True)
+        check_float("bucket_cap_mb", self.bucket_cap_mb, low=0, low_open=True)
+        check_int("log_every", self.log_every, minimum=1)
+        check_int("eval_every", self.eval_every, minimum=0)
+        if self.threads is not None:
+            check_int("threads", self.threads, minimum=1)
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be cpu or cuda[:i], got {self.device!r}")
+        return self
+
+    def run_key(self) -> dict:
+        """What must match for ``--resume`` to continue this run."""
+        keys = ("model", "data", "method", "lr", "batch", "seed", "noise", "sign_wire",
+                "randomness", "simulate_agents", "bucket_cap_mb")
+        return {k: getattr(self, k) for k in keys}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="compsde train", description=__doc__.split("\n\n")[0].replace("``", ""),
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = TrainConfig()
+    p.add_argument("--model", default=d.model,
+                   help="mlp[:hidden=256/128] | resnet[:depth=8|20|18,width=W,norm=batch|group]"
+                        " | vit[:dim=64,depth=4,heads=4,patch=4]")
+    p.add_argument("--data", default=d.data,
+                   help="fashion-mnist[:path=DIR] | digits | mnist-subset | cifar10:path=DIR | "
+                        "synthetic[:n=2048,shape=1x28x28]")
+    p.add_argument("--method", default=d.method,
+                   help="dsgd | dsignsgd | dcsgd:<compressor> (randk:ratio=R, bernoulli:p=P, "
+                        "qsgd:levels=S, natural)")
+    p.add_argument("--lr", type=float, default=d.lr, help="learning rate η")
+    p.add_argument("--batch", type=int, default=d.batch, help="per-rank batch B")
+    p.add_argument("--steps", type=int, default=d.steps, help="total steps k")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--noise", default=None,
+                   help="inject gradient noise: gaussian:scale=S | student-t:nu=V,scale=S "
+                        "(per rank: scale=1/2)")
+    p.add_argument("--sign-wire", default=d.sign_wire, choices=["bits", "int8"])
+    p.add_argument("--randomness", default=d.randomness, choices=["shared", "independent"],
+                   help="Rand-k/Bernoulli coordinates shared by all ranks or per rank")
+    p.add_argument("--on-nonfinite", default=d.on_nonfinite, choices=["raise", "skip"])
+    p.add_argument("--simulate-agents", type=int, default=None, metavar="N",
+                   help="N agents in one process, no collectives")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="K",
+                   help="write OUT/checkpoint.pt every K steps (0: never)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--timeout", type=float, default=d.timeout,
+                   help="process-group timeout in seconds")
+    p.add_argument("--bucket-cap-mb", type=float, default=d.bucket_cap_mb)
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--eval-every", type=int, default=d.eval_every,
+                   help="evaluate on the test split every K steps (0: at the end only)")
+    p.add_argument("--device", default=d.device, help="cpu | cuda (one GPU per rank)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per rank (default: cores / local ranks)")
+    p.add_argument("--init-method", default=None,
+                   help="rendezvous (default: env:// under torchrun, else a temp file)")
+    p.add_argument("--out", default=d.out, help="output folder")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on rank 0 (default: when stderr is a terminal)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """Parse and validate the flags into a :class:`TrainConfig` (ValueError on mistakes)."""
+    namespace = build_parser().parse_args(argv)
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(namespace).items() if k in names}).validate()
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the trainer; returns the exit code (0 ok, 1 failed run, 2 user mistake)."""
+    try:
+        config = parse_args(argv)
+    except SystemExit as done:                      # --help
+        return int(done.code or 0)
+    except ValueError as exc:
+        _say(f"error: {exc}")
+        return EXIT_USAGE
+    from .runner import RunFailed, run
+
+    rank = os.environ.get("RANK", "0")
+    try:
+        summary = run(config)
+    except RunFailed as exc:
+        _say(f"error: rank {rank}: {exc}")
+        return EXIT_FAILED
+    except ValueError as exc:
+        _say(f"error: {str(exc).splitlines()[0]}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _say("error: interrupted")
+        return 130
+    if summary.get("rank", 0) == 0:
+        print(summary["message"], flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code) if code == EXIT_FAILED else sys.exit(code)
+
+
+__all__ = ["TrainConfig", "build_parser", "main", "parse_args"]

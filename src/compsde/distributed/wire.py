@@ -1,0 +1,179 @@
+"""What travels: seeds shared across ranks, sign bits, and the byte count of each collective.
+
+- :func:`derive_seed` / :func:`generator_for` turn ``(seed, step, bucket[, rank])`` into a
+  ``torch.Generator``. Every rank computes the same generator for the same key, so Rand-k
+  indices and Bernoulli masks drawn from it agree across ranks without being sent (DESIGN.md
+  conventions); a rank's private randomness (QSGD rounding, injected noise) adds its rank.
+- Sign bits use the layout of ``compsde.compressors.bits.pack_signs`` (bit 1 = ``x ≥ 0``, most
+  significant bit first, last byte zero-padded). :class:`SignPacker` writes them into a
+  preallocated buffer; :class:`SignCounter` turns the N gathered bit vectors into
+  ``mean_i sign(g_i) = 2·#{i: g_i ≥ 0}/N − 1`` (THEORY.md §2, DSignSGD's server mean) by
+  gathering 8 coordinates at a time from a 256-entry table of int64 words and adding the words
+  of all ranks: each byte of a word counts one coordinate, exact for N ≤ 255.
+- :func:`allreduce_bytes` / :func:`all_gather_bytes` give the bytes a rank sends (and receives)
+  in a bandwidth-optimal ring implementation of the collective: allreduce of ``S`` bytes moves
+  ``2(N−1)/N · S`` each way, all-gather of ``m`` bytes per rank moves ``(N−1)·m`` each way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+_MASK64 = (1 << 64) - 1
+_SEED_MAX = (1 << 63) - 1
+SIGN_COUNT_MAX = 255        # ranks whose sign counts fit one byte of an int64 word
+
+
+def _splitmix64(value: int) -> int:
+    value = (value + 0x9E3779B97F4A7C15) & _MASK64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return value ^ (value >> 31)
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed mixing the integers ``keys`` (SplitMix64 chain; order matters)."""
+    state = 0x2545F4914F6CDD1D
+    for key in keys:
+        state = _splitmix64(state ^ (int(key) & _MASK64))
+    return state & _SEED_MAX
+
+
+SHARED = -1   # the "rank" key of randomness every rank draws identically
+
+
+def generator_for(seed: int, step: int, bucket: int, rank: int = SHARED,
+                  device: torch.device | str = "cpu") -> torch.Generator:
+    """Generator for ``(seed, step, bucket, rank)``; ``rank=SHARED`` is common to all ranks."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(derive_seed(seed, step, bucket, rank))
+    return gen
+
+
+def packed_nbytes(d: int) -> int:
+    """Bytes of ``d`` sign bits: ``ceil(d/8)``."""
+    return (d + 7) // 8
+
+
+class SignPacker:
+    """Pack ``x ≥ 0`` of a flat tensor into bytes (MSB first), reusing its buffers."""
+
+    def __init__(self, d: int, device: torch.device):
+        self.d = d
+        self.device = device
+        self._mask = np.empty(d, dtype=np.bool_) if device.type == "cpu" else None
+        self._weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8,
+                                     device=device)
+
+    def pack(self, x: Tensor, out: Tensor) -> Tensor:
+        """Write the ``ceil(d/8)`` sign bytes of ``x`` into ``out`` (uint8) and return it."""
+        if self._mask is not None and x.dtype in (torch.float16, torch.float32, torch.float64):
+            np.greater_equal(x.detach().numpy(), 0, out=self._mask)
+            out.copy_(torch.from_numpy(np.packbits(self._mask)))
+            return out
+        bits = torch.zeros(packed_nbytes(self.d) * 8, dtype=torch.uint8, device=x.device)
+        bits[: self.d] = x >= 0
+        torch.sum(bits.view(-1, 8) * self._weights, dim=1, dtype=torch.uint8, out=out)
+        return out
+
+
+def _word_table(device: torch.device) -> Tensor:
+    """Row ``b``: an int64 whose 8 bytes are the bits of ``b``, most significant first."""
+    codes = torch.arange(256).unsqueeze(1)
+    bits = ((codes >> torch.arange(7, -1, -1)) & 1).to(torch.uint8).contiguous()
+    return bits.view(torch.int64).view(256).to(device)
+
+
+def _pair_tables(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Tables for N = 2: ``digits[b] = Σ_e bit_e(b)·3^e`` (element ``e`` of a byte is its bit
+    ``7 − e``), so ``digits[a] + digits[b]`` is the base-3 number of the 8 counts (no carries:
+    each count is at most 2); ``values[r]`` holds the 8 means ``c_e · (2/2) − 1`` of ``r``
+    (6561 × 8, small enough for the L2 cache)."""
+    codes = torch.arange(256).unsqueeze(1)
+    bits = (codes >> torch.arange(7, -1, -1)) & 1                   # (256, 8), element order
+    powers = 3 ** torch.arange(8)
+    digits = (bits * powers).sum(1).to(torch.int32)
+    counts = (torch.arange(6561).unsqueeze(1) // powers) % 3         # (6561, 8)
+    values = counts.to(dtype).mul_(2.0 / 2).sub_(1.0).contiguous()
+    return digits.to(device), values.to(device)
+
+
+class SignCounter:
+    """``out = 2·#{i: bit_i = 1}/N − 1`` from ``(N, ceil(d/8))`` gathered sign bytes.
+
+    The arithmetic is ``count · (2/N) − 1`` in ``out``'s dtype, the same operations as
+    :meth:`compsde.methods.DSignSGD.direction`, so the two agree bitwise. For N = 2 the two
+    ranks' bytes give a base-3 row of a 6561 × 8 table of the final values (one write of
+    ``out``, no per-coordinate arithmetic).
+    """
+
+    def __init__(self, d: int, world: int, device: torch.device):
+        self.d, self.world = d, world
+        nbytes = packed_nbytes(d)
+        self._pairs: dict[torch.dtype, tuple[Tensor, Tensor]] = {}
+        if world == 2:
+            self._pair_bytes = torch.empty((2, nbytes), dtype=torch.int32, device=device)
+            self._pair_rows = torch.empty((2, nbytes), dtype=torch.int32, device=device)
+            return
+        group = min(world, SIGN_COUNT_MAX)
+        self._table = _word_table(device)
+        self._index = torch.empty(group * nbytes, dtype=torch.int32, device=device)
+        self._words = torch.empty(group * nbytes, dtype=torch.int64, device=device)
+        self._acc = torch.empty(nbytes, dtype=torch.int64, device=device)
+        self._total = (torch.zeros(8 * nbytes, dtype=torch.int32, device=device)
+                       if world > SIGN_COUNT_MAX else None)
+
+    def _sum_group(self, gathered: Tensor) -> Tensor:
+        rows, nbytes = gathered.shape
+        index = self._index[: rows * nbytes]
+        words = self._words[: rows * nbytes]
+        index.view(rows, nbytes).copy_(gathered)        # strided rows: no temporary
+        torch.index_select(self._table, 0, index, out=words)
+        words = words.view(rows, nbytes)
+        self._acc.copy_(words[0])
+        for row in range(1, rows):
+            self._acc.add_(words[row])
+        return self._acc.view(torch.uint8)
+
+    def counts_into(self, gathered: Tensor, out: Tensor) -> Tensor:
+        """Write the number of ranks with a set bit, per coordinate, into ``out`` (float)."""
+        if self._total is None:
+            return out.copy_(self._sum_group(gathered)[: self.d])
+        self._total.zero_()
+        for start in range(0, self.world, SIGN_COUNT_MAX):
+            self._total.add_(self._sum_group(gathered[start:start + SIGN_COUNT_MAX]))
+        return out.copy_(self._total[: self.d])
+
+    def mean_signs(self, gathered: Tensor, out: Tensor) -> Tensor:
+        """``mean_i sign(g_i)`` per coordinate into ``out`` (DSignSGD's server mean)."""
+        if self.world == 2:
+            return self._mean_pair(gathered, out)
+        return self.counts_into(gathered, out).mul_(2.0 / self.world).sub_(1.0)
+
+    def _mean_pair(self, gathered: Tensor, out: Tensor) -> Tensor:
+        tables = self._pairs.get(out.dtype)
+        if tables is None:
+            tables = self._pairs[out.dtype] = _pair_tables(out.dtype, out.device)
+        digits, values = tables
+        codes, rows = self._pair_bytes, self._pair_rows
+        codes.copy_(gathered)
+        torch.index_select(digits, 0, codes.view(-1), out=rows.view(-1))
+        row = rows[0].add_(rows[1])
+        full = self.d // 8
+        if full:
+            torch.index_select(values, 0, row[:full], out=out[: 8 * full].view(full, 8))
+        if self.d % 8:
+            out[8 * full:] = values[row[full].long(), : self.d % 8]
+        return out
+
+
+def allreduce_bytes(nbytes: int, world: int) -> float:
+    """Bytes one rank sends (and receives) in a ring allreduce of ``nbytes``: 2(N−1)/N · S."""
+    return 2.0 * (world - 1) * nbytes / world if world > 1 else 0.0
+
+
+def all_gather_bytes(nbytes: int, world: int) -> float:
+    """Bytes one rank sends (and receives) in a ring all-gather of ``nbytes`` per rank."""
+    return float((world - 1) * nbytes)

@@ -1,0 +1,158 @@
+"""On-disk cache of finished runs, so interrupted sweeps resume without recomputing anything.
+
+DESIGN.md (conventions): long work can be interrupted and resumed; sweeps cache each finished run
+keyed by its config, and files are written atomically. A run's key is the SHA-256 of its config
+as canonical JSON (sorted keys) together with a code-version string; the entry is
+``FOLDER/<key>.json`` holding ``{"key", "version", "config", "result"}``, written with
+:func:`compsde.io.write_json` (temp file + rename), so a killed process leaves either no entry or
+a complete one. An unreadable or mismatching entry counts as missing and is recomputed.
+
+Bump :data:`CODE_VERSION` (or pass ``version=``) whenever the code that produces results changes
+what a run returns; old entries then no longer match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io import write_json
+
+CODE_VERSION = "compsde-runs-1"
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars as Python numbers (anything else is not a config value)."""
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+def canonical(config: Mapping[str, Any]) -> str:
+    """Canonical JSON text of ``config`` (sorted keys, no whitespace, floats as JSON writes them).
+
+    Only JSON-representable values are accepted; a NaN or an object raises ``ValueError`` naming
+    ``config`` so that a key can never depend on an object's ``repr``.
+    """
+    if not isinstance(config, Mapping):
+        raise ValueError(f"config must be a mapping of JSON values, got {type(config).__name__}")
+    try:
+        return json.dumps(dict(config), sort_keys=True, separators=(",", ":"),
+                          allow_nan=False, default=_plain)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"config must hold only JSON values (str, int, finite float, bool, "
+                         f"None, lists, dicts): {exc}") from None
+
+
+def config_key(config: Mapping[str, Any], version: str = CODE_VERSION) -> str:
+    """The 20-hex-digit hash that names a run: SHA-256 of ``version`` + canonical config."""
+    digest = hashlib.sha256(f"{version}\n{canonical(config)}".encode())
+    return digest.hexdigest()[:20]
+
+
+class RunCache:
+    """Finished runs stored as one JSON file each under ``folder``."""
+
+    def __init__(self, folder: str | Path, version: str = CODE_VERSION):
+        if not isinstance(version, str) or not version:
+            raise ValueError(f"version must be a non-empty string, got {version!r}")
+        self.folder = Path(folder)
+        self.version = version
+
+    def key(self, config: Mapping[str, Any]) -> str:
+        return config_key(config, self.version)
+
+    def path(self, config: Mapping[str, Any]) -> Path:
+        return self.folder / f"{self.key(config)}.json"
+
+    def load(self, config: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The stored result of ``config``, or None when absent, unreadable or not this config."""
+        path = self.path(config)
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if (not isinstance(entry, dict) or entry.get("version") != self.version
+                or canonical(entry.get("config", {})) != canonical(config)
+                or not isinstance(entry.get("result"), dict)):
+            return None
+        return entry["result"]
+
+    def store(self, config: Mapping[str, Any], result: Mapping[str, Any]) -> Path:
+        """Write ``result`` for ``config`` atomically; returns the entry's path."""
+        if not isinstance(result, Mapping):
+            raise ValueError(f"result must be a mapping, got {type(result).__name__}")
+        entry = {"key": self.key(config), "version": self.version,
+                 "config": json.loads(canonical(config)), "result": dict(result)}
+        return write_json(self.path(config), entry)
+
+    def __contains__(self, config: Mapping[str, Any]) -> bool:
+        return self.load(config) is not None
+
+
+@dataclass
+class SweepOutcome:
+    """Results of a sweep in config order, and which runs were computed or loaded."""
+
+    results: list[dict[str, Any]]
+    computed: list[int] = field(default_factory=list)
+    loaded: list[int] = field(default_factory=list)
+    seconds_computing: float = 0.0
+
+    def summary(self) -> str:
+        return (f"{len(self.computed)} run(s) computed, {len(self.loaded)} loaded from the "
+                f"cache")
+
+
+def run_sweep(configs: Sequence[Mapping[str, Any]],
+              compute: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+              cache: RunCache, *, progress: bool = False, desc: str = "runs",
+              on_done: Callable[[int, Mapping[str, Any], dict[str, Any], bool], None]
+              | None = None) -> SweepOutcome:
+    """Run ``compute(config)`` for every config not yet in ``cache``; store each as it finishes.
+
+    ``on_done(index, config, result, cached)`` is called after every run (loaded or computed);
+    an exception raised there (or a KeyboardInterrupt anywhere) stops the sweep, and every run
+    finished before it stays cached, so calling ``run_sweep`` again resumes where it stopped.
+    A result that is not JSON-serialisable raises ``ValueError`` before anything is written.
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    outcome = SweepOutcome(results=[])
+    keys = [cache.key(c) for c in configs]  # validates every config before any work
+    if len(set(keys)) != len(keys):
+        raise ValueError("configs must be distinct (two configs of the sweep hash to the same "
+                         "key)")
+    with tqdm(total=len(configs), desc=desc, disable=not progress, leave=False) as bar:
+        for index, config in enumerate(configs):
+            result = cache.load(config)
+            cached = result is not None
+            if result is None:
+                started = time.perf_counter()
+                result = dict(compute(config))
+                outcome.seconds_computing += time.perf_counter() - started
+                cache.store(config, result)
+                result = cache.load(config)  # exactly what a later resume would see
+                assert result is not None
+                outcome.computed.append(index)
+            else:
+                outcome.loaded.append(index)
+            outcome.results.append(result)
+            bar.update(1)
+            if on_done is not None:
+                on_done(index, config, result, cached)
+    return outcome
+
+
+def finite_or_none(values: Iterable[float]) -> list[float | None]:
+    """Floats for JSON: non-finite values become None (JSON has no NaN)."""
+    return [float(v) if math.isfinite(float(v)) else None for v in values]

@@ -1,0 +1,214 @@
+"""Figure 3: DSignSGD's phase bounds dominate the loss; linear speedup in the number of agents.
+
+Left: DSignSGD on a convex quadratic, the simulated mean loss against the bound chained through
+Phases 1–3 (THEORY.md §3–4; :func:`compsde.theory.dsignsgd_phase_bound`) with the Phase-1 and
+Phase-3 closed forms, and the exact discrete curve. Verdict: the bound is ≥ mean − 4·se at every
+recorded step. Right: loss curves for N ∈ {1, 2, 4, 8, 16} and the stationary loss against N
+beside the prediction ``η d σ/(4ℓN)``. Verdict: the fitted log-log slope is in [−1.1, −0.9] and
+every level is within 4·se + |exact discrete − prediction| of the prediction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from ..io import save_figure
+from ..simulation import simulate
+from ..theory import QuadraticModel, dsignsgd_phase_bound, loss_curve, stationary_loss
+from .cache import RunCache
+from .registry import FigureOutcome, figure
+
+CLAIM = ("DSignSGD's bounds match or dominate the empirical loss on a convex quadratic in all "
+         "three phases; more agents give a lower loss (linear speedup, level ∝ 1/N)")
+PRESETS = {
+    "quick": {"runs": 400, "steps": 1500, "speed_runs": 200, "speed_steps": 2000},
+    "full": {"runs": 2000, "steps": 2000, "speed_runs": 1000, "speed_steps": 6000},
+}
+AGENTS = (1, 2, 4, 8, 16)
+LEFT = {"method": "dsignsgd", "landscape": "quadratic:d=2", "noise": "gaussian:scale=1",
+        "lr": 0.01, "agents": 2, "batch": 1, "x0": 4.0}
+RIGHT = {"method": "dsignsgd", "landscape": "quadratic:d=4", "noise": "gaussian:scale=1",
+         "lr": 0.01, "batch": 1, "x0": 1.0}
+PHASE_COLORS = {1: "tab:red", 2: "tab:orange", 3: "tab:green"}
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run small batched simulations on one intra-op thread (restored afterwards).
+
+    The tensors here hold a few thousand entries; on a busy 2-core machine torch's intra-op
+    threads make elementwise ops (e.g. Student-t sampling) tens of times slower.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_cached(cache: RunCache | None, config: dict[str, Any], tail: float = 0.5,
+               progress: bool = False) -> dict[str, Any]:
+    """Simulate ``config`` (the keywords of :func:`simulate`) or load it from ``cache``.
+
+    Returns the curves plus ``level``/``se`` (tail mean over the last ``tail`` of the records),
+    ``tail_median`` and ``diverged_fraction``.
+    """
+    key = config | {"tail": tail, "kind": "fig-simulation"}
+    if cache is not None and (hit := cache.load(key)) is not None:
+        return {k: np.asarray(v, dtype=float) if isinstance(v, list) else v
+                for k, v in hit.items()}
+    args = {k: v for k, v in config.items() if k not in ("method", "landscape", "noise")}
+    result = simulate(config["method"], config["landscape"], config["noise"], progress=progress,
+                      **args)
+    level, se = result.tail_mean(tail)
+    start = int(len(result.steps) * (1 - tail))
+    window = result.losses[start:]
+    finite = window[np.isfinite(window)]
+    out = {"steps": result.steps, "time": result.time, "loss_mean": result.loss_mean,
+           "loss_se": result.loss_se, "loss_q05": result.loss_q05, "loss_q95": result.loss_q95,
+           "diverged": result.diverged, "diverged_fraction": result.diverged_fraction,
+           "level": level, "se": se,
+           "tail_median": float(np.median(finite)) if finite.size else math.nan}
+    if cache is not None:
+        cache.store(key, out)
+    return out
+
+
+def _left(cache: RunCache, p: dict[str, int], seed: int, progress: bool) -> dict[str, Any]:
+    cfg = LEFT | {"steps": p["steps"], "runs": p["runs"], "seed": seed, "record_every": 5}
+    sim = run_cached(cache, cfg, tail=0.25, progress=progress)
+    model = QuadraticModel.from_problem(cfg["method"], cfg["landscape"], cfg["noise"],
+                                        lr=cfg["lr"], agents=cfg["agents"], x0=cfg["x0"])
+    steps = sim["steps"].astype(int)
+    bound = dsignsgd_phase_bound(model, steps)
+    exact = loss_curve(model, steps, "discrete")
+    slack = bound.bound - (sim["loss_mean"] - 4 * sim["loss_se"])
+    ok = bool(np.all(slack >= 0))
+    ratio = bound.bound / sim["loss_mean"]
+    worst = int(np.argmin(slack))
+    phase_steps = {str(k): int(steps[bound.phase == k][0]) if np.any(bound.phase == k) else None
+                   for k in (1, 2, 3)}
+    panel = {"verdict": "pass" if ok else "fail",
+             "detail": (f"bound ≥ mean − 4se at all {steps.size} recorded steps"
+                        if ok else f"bound below mean − 4se at step {int(steps[worst])}")
+             + f"; bound/mean from {ratio.min():.2f} to {ratio.max():.2f}, "
+               f"stationary bound/simulated {bound.bound[-1] / sim['level']:.2f}",
+             "min_ratio": float(ratio.min()), "phase_start_step": phase_steps,
+             "stationary_simulated": sim["level"], "stationary_simulated_se": sim["se"],
+             "stationary_bound": bound.level3,
+             "stationary_exact_discrete": stationary_loss(model, "discrete"),
+             "stationary_phase3_prediction": stationary_loss(model, "sde")}
+    return {"sim": sim, "bound": bound, "exact": exact, "panel": panel, "config": cfg}
+
+
+def _right(cache: RunCache, p: dict[str, int], seed: int, progress: bool) -> dict[str, Any]:
+    sims, rows = {}, []
+    for i, n in enumerate(AGENTS):
+        cfg = RIGHT | {"agents": n, "steps": p["speed_steps"], "runs": p["speed_runs"],
+                       "seed": seed + 1 + i, "record_every": max(1, p["speed_steps"] // 200)}
+        sims[n] = run_cached(cache, cfg, progress=progress)
+        model = QuadraticModel.from_problem(cfg["method"], cfg["landscape"], cfg["noise"],
+                                            lr=cfg["lr"], agents=n, x0=cfg["x0"])
+        rows.append({"agents": n, "level": sims[n]["level"], "se": sims[n]["se"],
+                     "prediction": stationary_loss(model, "sde"),
+                     "exact_discrete": stationary_loss(model, "discrete")})
+    n = np.array(AGENTS, dtype=float)
+    levels = np.array([r["level"] for r in rows])
+    slope = float(np.polyfit(np.log(n), np.log(levels), 1)[0])
+    within = [abs(r["level"] - r["prediction"])
+              <= 4 * r["se"] + abs(r["exact_discrete"] - r["prediction"]) for r in rows]
+    ok = -1.1 <= slope <= -0.9 and all(within)
+    panel = {"verdict": "pass" if ok else "fail",
+             "detail": f"log-log slope {slope:.3f} (want −1 ± 0.1); levels within "
+                       f"4se + model error of η d σ/(4ℓN): {sum(within)}/{len(within)}",
+             "slope": slope, "rows": rows}
+    return {"sims": sims, "rows": rows, "panel": panel, "slope": slope}
+
+
+def _plot(left: dict[str, Any], right: dict[str, Any], path: Path) -> Path:
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5))
+    ax = axes[0]
+    sim, bound, exact = left["sim"], left["bound"], left["exact"]
+    steps = sim["steps"]
+    ax.plot(steps, sim["loss_mean"], color="black", label="DSignSGD, simulated mean")
+    ax.fill_between(steps, sim["loss_q05"], sim["loss_q95"], color="gray", alpha=0.25,
+                    linewidth=0, label="5–95 % of runs")
+    ax.plot(steps, exact.loss, color="tab:blue", linestyle=":", label="exact discrete recursion")
+    for k, color in PHASE_COLORS.items():
+        mask = bound.phase == k
+        if mask.any():
+            ax.plot(steps[mask], bound.bound[mask], color=color, linewidth=2.2,
+                    label=f"bound, Phase {k}")
+            ax.axvspan(steps[mask][0], steps[mask][-1], color=color, alpha=0.06)
+    ax.plot(steps, bound.phase1, color="tab:red", linestyle="--", label="Phase-1 closed form")
+    ax.plot(steps, bound.phase3, color="tab:green", linestyle="--", label="Phase-3 closed form")
+    ax.axhline(left["panel"]["stationary_phase3_prediction"], color="tab:purple",
+               linestyle="-.", label="Phase-3 prediction η d σ/(4ℓN)")
+    cfg = left["config"]
+    ax.set_yscale("log")
+    ax.set_xlabel("step k")
+    ax.set_ylabel("f(x) − f*")
+    ax.set_title(f"DSignSGD bounds by phase: ½‖x‖², d=2, N={cfg['agents']}, η={cfg['lr']}, "
+                 f"σ=1, x0={cfg['x0']:g}", fontsize=10)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(alpha=0.3)
+    ax = axes[1]
+    for n, res in right["sims"].items():
+        ax.plot(res["steps"], res["loss_mean"], label=f"N = {n}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step k")
+    ax.set_ylabel("f(x) − f*  (mean over runs)")
+    ax.set_title(f"DSignSGD, more agents: ½‖x‖², d=4, η={RIGHT['lr']}, σ=1", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax = axes[2]
+    rows = right["rows"]
+    n = np.array([r["agents"] for r in rows])
+    ax.errorbar(n, [r["level"] for r in rows], yerr=[4 * r["se"] for r in rows], fmt="o",
+                color="black", capsize=3, label="simulated stationary loss (±4 se)")
+    ax.plot(n, [r["prediction"] for r in rows], color="tab:purple", label="prediction η d σ/(4ℓN)")
+    ax.plot(n, [r["exact_discrete"] for r in rows], "x", color="tab:blue", markersize=9,
+            label="exact discrete stationary")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("agents N")
+    ax.set_ylabel("stationary f(x) − f*")
+    ax.set_title(f"Linear speedup: fitted slope {right['slope']:.2f} (1/N ⇒ −1)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.suptitle("Figure 3 — DSignSGD: phase bounds (left) and linear speedup in N (right)")
+    try:
+        return save_figure(fig, path)
+    finally:
+        plt.close(fig)
+
+
+@figure("fig3", CLAIM)
+def run(out: Path, preset: str = "quick", seed: int = 0, progress: bool = False,
+        sizes: dict[str, int] | None = None) -> FigureOutcome:
+    """Reproduce Figure 3 into ``out`` (``sizes`` overrides the preset's runs/steps)."""
+    p = PRESETS[preset] | (sizes or {})
+    cache = RunCache(Path(out) / "cache" / "fig3")
+    with single_thread():
+        left = _left(cache, p, seed, progress)
+        right = _right(cache, p, seed, progress)
+    png = _plot(left, right, Path(out) / "fig3.png")
+    panels = {"left: phase bounds": left["panel"], "right: linear speedup": right["panel"]}
+    data = {"config": {"left": left["config"], "right": RIGHT | {"agents": list(AGENTS)},
+                       "sizes": p},
+            "left_curves": {"steps": left["sim"]["steps"], "loss_mean": left["sim"]["loss_mean"],
+                            "bound": left["bound"].bound, "phase": left["bound"].phase,
+                            "exact_discrete": left["exact"].loss}}
+    return FigureOutcome("fig3", CLAIM, panels, png, data)

@@ -1,0 +1,66 @@
+"""Launch N gloo ranks on localhost as subprocesses with a hard timeout (file:// rendezvous)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class RankResult:
+    rank: int
+    returncode: int | None
+    stdout: str
+    stderr: str
+
+
+def rank_env(rank: int, world: int, init_file: Path, extra: dict[str, str] | None = None
+             ) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                "LOCAL_WORLD_SIZE": str(world), "COMPSDE_INIT_METHOD": f"file://{init_file}",
+                "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
+                "PYTHONWARNINGS": "ignore::FutureWarning"})
+    env.update(extra or {})
+    return env
+
+
+def start_ranks(argv: list[str], world: int, tmp: Path, extra: dict[str, str] | None = None
+                ) -> list[subprocess.Popen]:
+    """Start ``world`` processes of ``[python, *argv]`` with RANK/WORLD_SIZE set."""
+    init_file = tmp / f"init-{time.monotonic_ns()}"
+    return [subprocess.Popen([sys.executable, *argv], env=rank_env(r, world, init_file, extra),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for r in range(world)]
+
+
+def wait_ranks(procs: list[subprocess.Popen], timeout: float) -> list[RankResult]:
+    """Wait for every process up to ``timeout`` seconds in total; kill the stragglers."""
+    deadline = time.monotonic() + timeout
+    results = []
+    for rank, proc in enumerate(procs):
+        try:
+            out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            results.append(RankResult(rank, None, out, err))
+            continue
+        results.append(RankResult(rank, proc.returncode, out, err))
+    return results
+
+
+def run_ranks(argv: list[str], world: int, tmp: Path, timeout: float = 120.0,
+              extra: dict[str, str] | None = None) -> list[RankResult]:
+    return wait_ranks(start_ranks(argv, world, tmp, extra), timeout)
+
+
+def describe(results: list[RankResult]) -> str:
+    return "\n".join(f"--- rank {r.rank} rc={r.returncode}\n{r.stdout[-2000:]}\n"
+                     f"{r.stderr[-4000:]}" for r in results)

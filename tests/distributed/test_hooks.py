@@ -1,0 +1,213 @@
+"""DDP hooks on 2 and 4 gloo ranks vs the in-process simulation of the same method.
+
+One launch per world size runs every case (tests/distributed/hook_worker.py); the tests replay
+the same per-rank gradients, seeds and bucket layouts through AgentSimulator and compare.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from ddp_cases import (  # noqa: E402
+    ERROR_CASES,
+    LR,
+    MLP_CAP_MB,
+    SHAPES,
+    STEPS,
+    cases,
+    mlp_batch,
+    mlp_model,
+    rank_grads,
+)
+from ddp_spawn import describe, run_ranks  # noqa: E402
+
+from compsde.distributed import AgentSimulator, ddp_layout  # noqa: E402
+from compsde.distributed.wire import all_gather_bytes, allreduce_bytes  # noqa: E402
+
+WORLDS = (2, 4)
+NAMES = [f"weights.{i}" for i in range(len(SHAPES))]
+
+
+@pytest.fixture(scope="module", params=WORLDS, ids=lambda w: f"world{w}")
+def launched(request, tmp_path_factory):
+    world = request.param
+    out = tmp_path_factory.mktemp(f"hooks{world}")
+    results = run_ranks([str(HERE / "hook_worker.py"), str(out)], world, out, timeout=150)
+    assert all(r.returncode == 0 for r in results), describe(results)
+    return world, [torch.load(out / f"rank{r}.pt") for r in range(world)]
+
+
+def simulate(world: int, spec: str, options: dict, layouts: list[dict], nan_step=None):
+    """Replay the worker's run in one process: same gradients, seed, layouts, SGD steps."""
+    sim = AgentSimulator(spec, world, seed=7, **options)
+    params = [torch.zeros(s) for s in SHAPES]
+    history = []
+    for step in range(STEPS):
+        per_rank = [rank_grads(r, step) for r in range(world)]
+        if nan_step == step:
+            per_rank[-1][0][5] = float("nan")
+        grads = {n: torch.stack([g[i] for g in per_rank]) for i, n in enumerate(NAMES)}
+        mean = sim.reduce(grads, layouts[step])
+        if not sim.skipped:
+            opt = torch.optim.SGD(params, lr=LR)   # plain SGD: the same p.add_(g, alpha=-lr)
+            for p, n in zip(params, NAMES, strict=True):
+                p.grad = mean[n].clone()
+            opt.step()
+        history.append([p.clone() for p in params])
+    return sim, history
+
+
+def exact_case(name: str, world: int) -> bool:
+    """Bitwise expected: signs always; sums when N = 2 (a + b = b + a exactly)."""
+    return name.startswith("dsignsgd") or world == 2
+
+
+@pytest.mark.parametrize("name", list(cases(4)))
+def test_hook_matches_simulation(launched, name):
+    world, ranks = launched
+    spec, options = cases(world)[name]
+    record = ranks[0][name]
+    assert "error" not in record, record["error"]
+    assert len(record["layouts"][-1]) >= 2, "the model must span several DDP buckets"
+    sim, history = simulate(world, spec, options, record["layouts"])
+    for step in range(STEPS):
+        for got, want in zip(record["params"][step], history[step], strict=True):
+            if exact_case(name, world):
+                assert torch.equal(got, want), (name, step)
+            else:
+                assert torch.equal(got != 0, want != 0), (name, step)   # same kept coords
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert record["step"] == sim.step == STEPS
+    assert record["counters"] == sim.counters()
+
+
+@pytest.mark.parametrize("name", [*cases(4), "mlp"])
+def test_every_rank_holds_identical_parameters(launched, name):
+    _world, ranks = launched
+    for other in ranks[1:]:
+        for got, want in zip(other[name]["params"][-1], ranks[0][name]["params"][-1],
+                             strict=True):
+            assert torch.equal(got, want), name
+
+
+def test_real_model_dsignsgd_bitwise(launched):
+    """DSignSGD through real forward/backward passes of an MLP equals the simulation."""
+    world, ranks = launched
+    record = ranks[0]["mlp"]
+    assert len(record["layouts"][-1]) >= 2
+    assert record["layouts"][-1] == ddp_layout(mlp_model(), MLP_CAP_MB)   # after DDP's rebuild
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = mlp_model()
+        sim = AgentSimulator("dsignsgd", world, seed=3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        named = dict(model.named_parameters())
+        for step in range(STEPS):
+            grads = {n: torch.empty((world, *p.shape)) for n, p in named.items()}
+            for rank in range(world):
+                model.zero_grad()
+                x, y = mlp_batch(rank, step)
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                for n, p in named.items():
+                    grads[n][rank] = p.grad
+            mean = sim.reduce(grads, record["layouts"][step])
+            for n, p in named.items():
+                p.grad = mean[n].clone()
+            opt.step()
+            for got, want in zip(record["params"][step], model.parameters(), strict=True):
+                assert torch.equal(got, want.detach()), step
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _bucket_sizes(layout: dict) -> list[int]:
+    size = {n: torch.Size(s).numel() for n, s in zip(NAMES, SHAPES, strict=True)}
+    return [sum(size[n] for n in names) for _, names in sorted(layout.items())]
+
+
+@pytest.mark.parametrize("name", ["dsgd", "dsignsgd", "dsignsgd-int8", "randk", "qsgd",
+                                  "natural", "randk-independent"])
+def test_byte_counters_equal_analytic_sizes(launched, name):
+    world, ranks = launched
+    record = ranks[0][name]
+    sent = fp32 = 0.0
+    payload = 0
+    for layout in record["layouts"]:
+        for d in _bucket_sizes(layout):
+            if name == "dsgd":
+                size, moved = 4 * d, allreduce_bytes(4 * d, world)
+            elif name.startswith("dsignsgd-int8"):
+                size, moved = d + 1, allreduce_bytes(d + 1, world)
+            elif name == "dsignsgd":
+                size = (d + 7) // 8 + 1
+                moved = all_gather_bytes(size, world)
+            elif name.startswith("randk"):
+                k = max(1, round(0.05 * d))
+                size = 4 * (k + 1)
+                moved = (allreduce_bytes(size, world) if name == "randk"
+                         else all_gather_bytes(size, world))
+            elif name == "qsgd":     # fp32 norm + (sign, 3-bit level) per coordinate
+                size = 4 + (4 * d + 7) // 8 + 1
+                moved = all_gather_bytes(size, world)
+            else:                    # natural: sign + 8-bit exponent per coordinate
+                size = (9 * d + 7) // 8 + 1
+                moved = all_gather_bytes(size, world)
+            payload += size
+            sent += moved
+            fp32 += allreduce_bytes(4 * d, world)
+    counters = record["counters"]
+    assert counters["payload_bytes"] == payload
+    assert counters["bytes_sent"] == pytest.approx(sent, rel=1e-12)
+    assert counters["bytes_received"] == pytest.approx(sent, rel=1e-12)
+    assert counters["bytes_fp32_allreduce"] == pytest.approx(fp32, rel=1e-12)
+    if name == "dsignsgd" and world == 2:
+        assert counters["bytes_sent"] <= counters["bytes_fp32_allreduce"] / 16
+
+
+@pytest.mark.parametrize("name", ["nan-raise-sign", "nan-raise-dsgd", "nan-raise-randk"])
+def test_nonfinite_gradient_raises_on_every_rank(launched, name):
+    _world, ranks = launched
+    for rank in ranks:
+        record = rank[name]
+        assert "non-finite gradient at step 1" in record["error"], record.get("error")
+        assert len(record["params"]) == 1          # step 0 done, step 1 raised
+
+
+@pytest.mark.parametrize("name", ["nan-skip-sign", "nan-skip-qsgd"])
+def test_nonfinite_gradient_skip(launched, name):
+    world, ranks = launched
+    spec, options, nan_step = ERROR_CASES[name]
+    for rank in ranks:
+        record = rank[name]
+        assert record["skipped_steps"] == [1] and record["skipped"] == [False, True, False]
+        assert all(torch.equal(a, b) for a, b in zip(record["params"][0],
+                                                     record["params"][1], strict=True))
+    _, history = simulate(world, spec, options, ranks[0][name]["layouts"], nan_step=nan_step)
+    for got, want in zip(ranks[0][name]["params"][-1], history[-1], strict=True):
+        if name.endswith("sign"):
+            assert torch.equal(got, want)
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_k_larger_than_bucket_is_a_clear_error_on_every_rank(launched):
+    _world, ranks = launched
+    for rank in ranks:
+        error = rank["k-too-large"]["error"]
+        assert error.startswith("ValueError: compressor randk:k=50000 keeps k=50000")
+        assert "bucket" in error
+
+
+def test_state_pickles_for_checkpoints(launched):
+    world, ranks = launched
+    state = ranks[0]["randk"]["pickled"]
+    assert state["step"] == STEPS and state["seed"] == 7 and state["world"] == world
+    assert state["method_spec"] == "dcsgd:randk:ratio=0.05"

@@ -1,0 +1,96 @@
+"""The run cache: stable keys, atomic entries, and resuming an interrupted sweep."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from compsde.experiments.cache import RunCache, config_key, run_sweep
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_key_is_stable_and_order_free():
+    a = {"lr": 0.1, "batch": 16, "method": "dsgd", "nested": {"x": 1, "y": [1, 2]}}
+    b = {"nested": {"y": [1, 2], "x": 1}, "method": "dsgd", "batch": 16, "lr": 0.1}
+    assert config_key(a) == config_key(b)
+    assert config_key(a) != config_key(a | {"lr": 0.10000001})
+    assert config_key(a) != config_key(a, version="other-code")
+    assert len(config_key(a)) == 20
+
+
+@pytest.mark.parametrize("config", [{"lr": float("nan")}, {"f": object()}, [1, 2]])
+def test_bad_configs_raise_value_error_naming_config(config):
+    with pytest.raises(ValueError, match="config"):
+        config_key(config)
+
+
+def test_store_load_roundtrip_and_mismatch(tmp_path):
+    cache = RunCache(tmp_path)
+    config = {"lr": 0.5, "seed": 3}
+    assert cache.load(config) is None
+    path = cache.store(config, {"loss": [1.0, float("nan")], "final": 0.25})
+    assert cache.load(config) == {"loss": [1.0, None], "final": 0.25}
+    assert config in cache
+    # No temp files left behind by the atomic write.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    # A corrupted (half-written by another tool) or foreign entry counts as missing.
+    path.write_text("{not json")
+    assert cache.load(config) is None
+    path.write_text(json.dumps({"version": cache.version, "config": {"lr": 9}, "result": {}}))
+    assert cache.load(config) is None
+    # Another code version does not see the entry.
+    cache.store(config, {"final": 1.0})
+    assert RunCache(tmp_path, version="v2").load(config) is None
+
+
+def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
+    configs = [{"run": i, "lr": 0.1 * (i + 1)} for i in range(4)]
+    calls: list[int] = []
+
+    def compute(config):
+        calls.append(config["run"])
+        return {"final": config["lr"] ** 2}
+
+    def stop_after_first(index, config, result, cached):
+        if index == 0:
+            raise Interrupted("simulated Ctrl-C after the first finished run")
+
+    cache = RunCache(tmp_path / "cache")
+    with pytest.raises(Interrupted):
+        run_sweep(configs, compute, cache, on_done=stop_after_first)
+    assert calls == [0]
+    assert configs[0] in cache and configs[1] not in cache
+
+    seen = []
+    outcome = run_sweep(configs, compute, cache,
+                        on_done=lambda i, c, r, cached: seen.append((i, cached)))
+    assert calls == [0, 1, 2, 3]  # run 0 was not computed a second time
+    assert outcome.loaded == [0] and outcome.computed == [1, 2, 3]
+    assert seen == [(0, True), (1, False), (2, False), (3, False)]
+    assert [r["final"] for r in outcome.results] == pytest.approx([0.01, 0.04, 0.09, 0.16])
+
+    again = run_sweep(configs, compute, cache)
+    assert calls == [0, 1, 2, 3] and again.loaded == [0, 1, 2, 3]
+    assert "0 run(s) computed, 4 loaded" in again.summary()
+
+
+def test_failing_run_keeps_earlier_runs(tmp_path):
+    def compute(config):
+        if config["run"] == 1:
+            raise RuntimeError("boom")
+        return {"ok": True}
+
+    cache = RunCache(tmp_path)
+    configs = [{"run": 0}, {"run": 1}]
+    with pytest.raises(RuntimeError):
+        run_sweep(configs, compute, cache)
+    assert configs[0] in cache and configs[1] not in cache
+
+
+def test_duplicate_configs_rejected(tmp_path):
+    with pytest.raises(ValueError, match="configs"):
+        run_sweep([{"a": 1}, {"a": 1}], lambda c: {}, RunCache(tmp_path))

@@ -1,0 +1,273 @@
+"""The advisor: its predictions match the closed forms and simulation; it recommends DSignSGD
+under Cauchy noise and what its own prediction says is best otherwise; the CLI works.
+
+Tolerances (fixed seeds, never tuned):
+- closed forms: the predicted DSGD loss uses the Welford ``V = Σ Var``; under Gaussian noise
+  ``V̂/V`` has relative se ``√(2/(M d))``; we allow 5 se. DSignSGD's uses ``S2 = Σσ̂²`` whose
+  relative se is ``2·log_scale_se``.
+- simulation: the **order** of the stationary losses must match exactly (adjacent predictions
+  differ by ≥ 1.6×). For Gaussian noise also ``|sim/pred − 1| ≤ ηL/2 + 5(se_sim/sim + se_meas)``:
+  ηL/2 bounds the order-1 SDE's discretisation error (exact discrete DSGD: 1/(1 − ηλ/2)).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from compsde import landscapes, noise, simulate
+from compsde.advise import advise, comm_seconds, parse_bandwidth, parse_latency, table
+from compsde.advise.network import collective_for, message_bytes
+from compsde.cli import main
+from compsde.diagnose import measure_gradients, measure_landscape, measure_model
+from compsde.io import write_json
+from compsde.nn.data import make_synthetic
+from compsde.nn.models import make_model
+from compsde.theory import QuadraticModel, stationary_loss
+
+LR, AGENTS = 0.05, 4
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one intra-op thread (see tests/diagnose/conftest.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def measure_quadratic(spec: str, generator, *, d=20, eig="0.5:2", samples=256, x=0.0,
+                      compressors=("randk:ratio=0.25",)):
+    land = landscapes.make(f"quadratic:d={d}" + (f",eig={eig}" if eig else ""))
+    m = measure_landscape(land, noise.make(spec), x=torch.full((d,), x, dtype=torch.float64),
+                          samples=samples, generator=generator, compressors=list(compressors))
+    return land, m
+
+
+def test_predictions_match_the_closed_forms(generator):
+    d, sigma, samples = 100, 0.7, 256
+    _, m = measure_quadratic(f"gaussian:scale={sigma}", generator, d=d, eig=None,
+                             samples=samples)
+    a = advise(m, lr=LR, agents=AGENTS)
+    se_v = math.sqrt(2 / (samples * d))
+    se_s2 = 2 * m.fit.log_scale_se
+    model = QuadraticModel("dsgd", [1.0] * d, [[sigma] * d] * AGENTS, LR, [0.0] * d)
+    exact = stationary_loss(model, kind="sde")                      # η d σ²/(4N), H = I
+    assert exact == pytest.approx(LR * d * sigma**2 / (4 * AGENTS))
+    assert abs(a.by_spec("dsgd").stationary_loss / exact - 1) <= 5 * se_v
+    omega = 3.0
+    rk = QuadraticModel("dcsgd", [1.0] * d, [[sigma] * d] * AGENTS, LR, [0.0] * d,
+                        omegas=[omega] * AGENTS)
+    assert abs(a.by_spec("dcsgd:randk:ratio=0.25").stationary_loss
+               / stationary_loss(rk, kind="sde") - 1) <= 5 * se_v
+    sign = a.by_spec("dsignsgd")               # at η_s = ησ/ℓ: level ησ²/(4ℓ²N) = (π/2)·DSGD
+    ell = math.sqrt(2 / math.pi)
+    assert sign.lr == pytest.approx(LR * sigma / ell, rel=5 * m.fit.log_scale_se)
+    sign_model = QuadraticModel("dsignsgd", [1.0] * d, [[sigma] * d] * AGENTS, sign.lr,
+                                [0.0] * d)
+    assert abs(sign.stationary_loss / stationary_loss(sign_model, kind="sde") - 1) <= \
+        5 * se_s2 + 5 * m.fit.log_scale_se     # its lr carries the scale error once more
+    assert a.by_spec("dsgd").rate == 1.0 and sign.rate == 1.0
+
+
+@pytest.mark.parametrize("spec", ["gaussian:scale=1", "student-t:nu=3,scale=1"])
+def test_predicted_order_matches_simulation(spec, generator):
+    land, m = measure_quadratic(spec, generator)
+    a = advise(m, lr=LR, agents=AGENTS)
+    preds = [p for p in a.predictions if p.finite]
+    assert {p.spec for p in preds} == {"dsgd", "dcsgd:randk:ratio=0.25", "dsignsgd"}
+    law = noise.make(spec)
+    sims = {}
+    for p in preds:
+        result = simulate(p.spec, land, law, lr=p.lr, steps=600, agents=AGENTS, runs=32,
+                          seed=7, x0=0.0, record_every=10)
+        sims[p.spec] = result.tail_mean(0.7)
+    by_pred = sorted(preds, key=lambda p: p.stationary_loss)
+    by_sim = sorted(preds, key=lambda p: sims[p.spec][0])
+    assert [p.spec for p in by_pred] == [p.spec for p in by_sim], (
+        {p.spec: (p.stationary_loss, sims[p.spec]) for p in preds})
+    # the paper's message: at equal speed sign beats DSGD under heavy tails, not under Gaussian
+    first = "dsignsgd" if "student" in spec else "dsgd"
+    assert by_pred[0].spec == first
+    if spec.startswith("gaussian"):
+        L = a.curvature
+        se_meas = math.sqrt(2 / (m.samples * m.d)) + 2 * m.fit.log_scale_se
+        for p in preds:
+            mean, se = sims[p.spec]
+            assert abs(mean / p.stationary_loss - 1) <= LR * L / 2 + 5 * (se / mean + se_meas)
+
+
+def mlp_measurement(inject: str, generator, samples: int = 32):
+    data = make_synthetic(n=64, shape=(1, 8, 8), classes=10, seed=1)
+    model = make_model("mlp:hidden=16", data.image_shape, data.classes, seed=2)
+    x, y = data.train_batch(torch.arange(64))
+
+    def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, target)
+
+    return measure_model(model, loss_fn, lambda _: (x, y), samples=samples, batch=64,
+                         curvature_data=(x, y), inject=noise.make(inject),
+                         generator=generator,
+                         compressors=["randk:ratio=0.1", "natural", "qsgd:levels=16"])
+
+
+def test_cauchy_noise_makes_it_recommend_dsignsgd(generator, tmp_path):
+    m = mlp_measurement("student-t:nu=1,scale=0.01", generator)
+    assert m.fit.nu <= 2
+    a = advise(m, lr=LR, agents=AGENTS, bandwidth=parse_bandwidth("1gbit"))
+    assert a.recommendation is not None and a.recommendation["spec"] == "dsignsgd"
+    for p in a.predictions:
+        if p.method != "dsignsgd":
+            assert p.stationary_loss is None and "§6" in p.loss_note
+    assert "no stationary loss" in a.recommendation["why"] or "no mean" in \
+        a.recommendation["why"]
+    text = table(a)
+    assert "none" in text and "recommendation: dsignsgd" in text
+    write_json(tmp_path / "r.json", a.to_dict())          # JSON-able
+    assert json.loads((tmp_path / "r.json").read_text())["reference"] == "dsignsgd"
+
+
+def stable(shape: tuple[int, ...], alpha: float, generator: torch.Generator) -> torch.Tensor:
+    """Symmetric α-stable draws by Chambers–Mallows–Stuck (as in tests/diagnose/test_tails)."""
+    v = (torch.rand(shape, generator=generator, dtype=torch.float64) - 0.5) * math.pi
+    w = -torch.rand(shape, generator=generator, dtype=torch.float64).log()
+    return (torch.sin(alpha * v) / torch.cos(v) ** (1 / alpha)
+            * (torch.cos(v - alpha * v) / w) ** ((1 - alpha) / alpha))
+
+
+def test_alpha_stable_noise_is_caught_by_hill(generator):
+    # Symmetric α-stable (α = 1.5) noise has no variance, yet a Student-t fit of its body gives
+    # ν̂ > 2; the Hill index catches it. Its se at n = 64·8000 (k = 715) is 1.5/√715 = 0.056,
+    # so α̂ + 2 se < 2 holds with > 6 se to spare (second-order bias ∝ (k/n)^α, negligible).
+    d = 8000
+    grad = torch.linspace(-1, 1, d, dtype=torch.float64)
+    grads = (grad + 0.3 * stable((d,), 1.5, generator) for _ in range(64))
+    m = measure_gradients(grads, samples=64, generator=generator, max_coords=d,
+                          compressors=["natural"])
+    assert m.fit.nu > 2 and not m.finite_variance
+    assert "Hill" in m.variance_verdict()
+    a = advise(m, lr=LR, agents=AGENTS)
+    assert a.by_spec("dsgd").stationary_loss is None
+    assert "infinite variance" in a.by_spec("dcsgd:natural").loss_note
+    assert a.recommendation["spec"] == "dsignsgd"
+
+
+def test_small_gaussian_noise_recommends_its_own_best(generator):
+    land, m = measure_quadratic("gaussian:scale=0.05", generator, d=50, x=0.5,
+                                compressors=("randk:ratio=0.25", "natural", "qsgd:levels=8"))
+    free = advise(m, lr=LR, agents=AGENTS, compute_seconds=1e-3)
+    slow = advise(m, lr=LR, agents=AGENTS, compute_seconds=1e-3,
+                  bandwidth=parse_bandwidth("1mbit"), latency=0.0)
+    for a in (free, slow):
+        finite = [p for p in a.predictions if p.finite]
+        best = min(finite, key=lambda p: p.score)
+        assert a.recommendation["spec"] == best.spec
+        assert a.recommendation["batch"] == best.match_batch
+        # at its matched batch the recommended method's predicted loss is the reference's
+        assert best.stationary_loss * a.batch / best.match_factor == \
+            pytest.approx(a.by_spec(a.reference).stationary_loss)
+    # communication free: compression only costs (loss × (1+ω)/ρ or π/2 at equal speed)
+    assert free.recommendation["spec"] == "dsgd"
+    # a slow link makes a compressed method cheaper than DSGD by its own prediction
+    assert slow.recommendation["spec"] != "dsgd"
+    assert slow.by_spec(slow.recommendation["spec"]).score < slow.by_spec("dsgd").score
+    # and running it as recommended reaches DSGD's loss (simulation, same tolerance band)
+    rec = slow.by_spec(slow.recommendation["spec"])
+    law = noise.make("gaussian:scale=0.05")
+    runs = {}
+    for spec, lr, batch in (("dsgd", LR, 1), (rec.spec, rec.match_lr, rec.match_batch)):
+        runs[spec] = simulate(spec, land, law, lr=lr, steps=800, agents=AGENTS,
+                              batch=batch, runs=64, seed=3, x0=0.0,
+                              record_every=10).tail_mean(0.6)
+    (ref, ref_se), (got, got_se) = runs["dsgd"], runs[rec.spec]
+    assert got <= ref * (1 + LR * slow.curvature / 2) + 5 * math.hypot(ref_se, got_se)
+
+
+def test_network_model():
+    assert parse_bandwidth("1gbit") == 1.25e8
+    assert parse_bandwidth("2GB/s") == 2e9
+    assert parse_latency("50us") == pytest.approx(5e-5)
+    for bad, name in (("fast", "bandwidth"), ("-1gbit", "bandwidth")):
+        with pytest.raises(ValueError, match=name):
+            parse_bandwidth(bad)
+    with pytest.raises(ValueError, match="latency"):
+        parse_latency("soon")
+    # ring allreduce: 2(N−1)α + 2(N−1)/N · S/β; all-gather: (N−1)α + (N−1) S/β
+    assert comm_seconds("allreduce", 1000, 4, 1e6, 1e-4) == pytest.approx(6e-4 + 1.5e-3)
+    assert comm_seconds("all_gather", 1000, 4, 1e6, 1e-4) == pytest.approx(3e-4 + 3e-3)
+    assert comm_seconds("allreduce", 1000, 1, 1e6, 1e-4) == 0.0
+    from compsde import compressors
+    assert collective_for("dsgd", None) == "allreduce"
+    assert collective_for("dcsgd", compressors.make("randk:ratio=0.1")) == "allreduce"
+    assert collective_for("dcsgd", compressors.make("natural")) == "all_gather"
+    assert collective_for("dsignsgd", None) == "all_gather"
+    assert message_bytes("dsgd", None, 1000) == 4000
+    assert message_bytes("dsignsgd", None, 1001) == 126
+    assert message_bytes("dcsgd", compressors.make("randk:ratio=0.1"), 1000) == 400
+
+
+def test_advise_rejects_bad_input(generator):
+    _, m = measure_quadratic("gaussian:scale=1", generator, d=10, samples=16)
+    for kwargs, name in (({"lr": 0.0}, "lr"), ({"agents": 0}, "agents"),
+                         ({"batch": 0}, "batch"), ({"batch": 7}, "batch"),
+                         ({"candidates": ["natural"]}, "candidates"),
+                         ({"bandwidth": -1.0}, "bandwidth")):
+        args = {"lr": LR, "agents": AGENTS} | kwargs
+        with pytest.raises(ValueError, match=name):
+            advise(m, **args)
+
+
+FAST = ["advise", "--model", "mlp:hidden=8", "--data", "synthetic:n=512,shape=1x8x8",
+        "--batch", "16", "--samples", "16", "--warmup", "5", "--curvature-batch", "64",
+        "--compute-time", "1ms"]
+
+
+def test_cli_writes_json_and_plot(tmp_path, capsys):
+    out = tmp_path / "adv"
+    assert main([*FAST, "--bandwidth", "1gbit", "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((out / "result.json").read_text())
+    assert printed == saved
+    assert saved["recommendation"]["spec"] in {p["spec"] for p in saved["predictions"]}
+    assert {"nu", "hill", "phases", "omegas", "curvature"} <= set(saved["measurement"])
+    assert saved["assumptions"] and saved["command"]["batch"] == 16
+    assert (out / "advise.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("args, name", [
+    (["--batch", "0"], "batch"), (["--model", "banana"], "model"),
+    (["--data", "banana"], "data"), (["--bandwidth", "fast"], "bandwidth"),
+    (["--agents", "0"], "agents"), (["--lr", "-1"], "lr"), (["--samples", "2"], "samples"),
+    (["--inject", "student-t:nu=-1"], "nu"), (["--compressor", "sign"], "compressors"),
+    (["--device", "nope"], "device"), (["--threads", "0"], "threads"),
+    (["--latency", "soon"], "latency"), (["--compute-time", "x"], "compute-time"),
+])
+def test_cli_bad_input_is_one_line(args, name, tmp_path, capsys):
+    code = main([*FAST, "--out", str(tmp_path), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and name in err, err
+
+
+@pytest.mark.slow
+def test_cli_fashion_mnist_under_two_minutes(tmp_path):
+    """The issue's acceptance run, in a fresh process with torch's default threads."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "compsde", "advise", "--model", "mlp",
+                           "--data", "fashion-mnist", "--batch", "128", "--agents", "4",
+                           "--lr", "0.05", "--bandwidth", "1gbit", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert time.perf_counter() - started < 120
+    assert "recommendation:" in done.stdout
+    assert (tmp_path / "result.json").is_file() and (tmp_path / "advise.png").is_file()
