@@ -11,8 +11,10 @@ from .common import run_cli
 from .demo_cmd import demo_command
 from .reproduce_cmd import reproduce_command
 from .scale_cmd import scale_command
+from .sde_cmd import sde_command
 from .simulate_cmd import simulate_command
 from .train_cmd import train_command
+from .validate_cmd import validate_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,6 +28,8 @@ cli.add_command(simulate_command)
 cli.add_command(reproduce_command)
 cli.add_command(scale_command)
 cli.add_command(train_command)
+cli.add_command(sde_command)
+cli.add_command(validate_command)
 cli.add_command(advise_command)
 
 

@@ -1,0 +1,57 @@
+"""``compsde sde``: Euler–Maruyama paths of a method's SDE, same flags and result.json as
+``compsde simulate`` (THEORY.md §3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..plotting import plot_losses
+from ..sde import simulate_sde
+from ..sde.phases import PHASE_MODELS, phase_builder
+from .common import default_record_every, problem_options, progress_enabled
+
+
+@click.command("sde")
+@problem_options
+@click.option("--dt", type=float, default=None,
+              help="Euler–Maruyama step (default: lr, one SDE step per iteration; finer dt "
+                   "takes ceil(lr/dt) sub-steps)")
+@click.option("--model", default="full", show_default=True,
+              type=click.Choice(["full", *PHASE_MODELS]),
+              help="the full SDE, or a DSignSGD phase model")
+@click.option("--moments", default="auto", show_default=True,
+              type=click.Choice(["auto", "closed-form", "monte-carlo"]),
+              help="message moments: closed forms where they exist, or Monte-Carlo estimates")
+@click.option("--samples", type=int, default=32, show_default=True,
+              help="noise draws per evaluation for Monte-Carlo moments")
+@click.option("--stability/--no-stability", default=False, show_default=True,
+              help="stability-corrected drift b + (lr/2) J_b b (THEORY.md §8)")
+def sde_command(method: str, landscape: str, noise: str, lr: float, lr_schedule: str,
+                agents: int, batch: int, steps: int, runs: int, seed: int, dtype: str,
+                x0: float, record_every: int | None, device: str, out: Path, plot: bool,
+                progress: bool, dt: float | None, model: str, moments: str, samples: int,
+                stability: bool) -> None:
+    """Integrate the SDE of --method over --runs paths; writes result.json like simulate."""
+    builder = None if model == "full" else phase_builder(model)
+    result = simulate_sde(method, landscape, noise, lr=lr, steps=steps, agents=agents,
+                          batch=batch, runs=runs, seed=seed, x0=x0, dtype=dtype, device=device,
+                          record_every=default_record_every(steps, record_every),
+                          lr_schedule=lr_schedule, progress=progress_enabled(progress), dt=dt,
+                          stability=stability, moments=moments, samples=samples,
+                          model=builder)
+    path = result.save(out)
+    cfg = result.config
+    click.echo(f"SDE ({cfg['model']}; moments: {cfg['moments']}) of {cfg['method']} on "
+               f"{cfg['landscape']}, noise {cfg['noise']}, dt={cfg['dt']:.3g}: final loss mean "
+               f"{result.loss_mean[-1]:.4g} (5–95 %: {result.loss_q05[-1]:.3g}–"
+               f"{result.loss_q95[-1]:.3g}), diverged {result.diverged_fraction:.0%} of "
+               f"{runs} paths")
+    click.echo(f"wrote {path}")
+    if plot:
+        png = plot_losses([(f"SDE of {cfg['method']}", result)], out / "loss.png",
+                          title=f"SDE of {cfg['method']} on {cfg['landscape']}, noise "
+                                f"{cfg['noise']}, η={lr}, N={agents}, B={batch}",
+                          xlabel="step k (SDE time t = k·η)")
+        click.echo(f"wrote {png}")

@@ -1,0 +1,270 @@
+"""Batched Euler–Maruyama over R paths (THEORY.md §3).
+
+``X_{n+1} = X_n + b(X_n) h + G(X_n) ΔW_n`` with ``ΔW_n ~ N(0, h I)`` drawn from an explicit
+``torch.Generator`` (weak order 1). :func:`euler_maruyama` is the plain solver on user drift and
+diffusion functions; :func:`simulate_sde` integrates a method's SDE with the same arguments,
+records and :class:`~compsde.recording.RunResult` as :func:`compsde.simulation.simulate`.
+By default ``h = η`` (one SDE step per iteration); ``dt < η`` takes ``⌈η/dt⌉`` sub-steps of
+``η_k/⌈η/dt⌉`` per iteration, so every iteration's time ``t_k = Σ η_j`` is a grid point.
+"""
+
+from __future__ import annotations
+
+import math
+import time as _time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .._checks import check_float, check_int, check_positive
+from ..landscapes import Landscape
+from ..methods import Method
+from ..noise import NoiseLaw
+from ..problem import Problem, resolve_dtype
+from ..recording import LossRecorder, RunResult, record_schedule
+from ..simulation import DEFAULT_MEMORY_BUDGET, chunk_sizes
+from .diffusion import Covariance, DiagonalCov, FactorCov
+from .models import SDEModel, sde_model
+
+Diffusion = Covariance | Tensor
+ModelBuilder = Callable[[Problem, torch.Generator], SDEModel]
+
+
+def _as_factor(g: Diffusion, x: Tensor) -> Covariance:
+    """A diffusion given as a factor: (runs, d) diagonal, (runs, d, m) matrix, or Covariance."""
+    if isinstance(g, Covariance):
+        return g
+    if not isinstance(g, Tensor):
+        raise ValueError(f"diffusion must return a Tensor or a Covariance, got {type(g).__name__}")
+    if g.shape == x.shape:
+        return DiagonalCov(g * g)
+    if g.ndim == x.ndim + 1 and g.shape[:-1] == x.shape:
+        return FactorCov(g)
+    raise ValueError(f"diffusion must have shape {tuple(x.shape)} (diagonal) or "
+                     f"{tuple(x.shape)} + (m,) (general), got {tuple(g.shape)}")
+
+
+def euler_maruyama(drift: Callable[[float, Tensor], Tensor],
+                   diffusion: Callable[[float, Tensor], Diffusion], x0: Tensor, *, dt: float,
+                   steps: int, generator: torch.Generator | None = None,
+                   increments: Callable[[int, tuple[int, ...]], Tensor] | None = None,
+                   callback: Callable[[int, float, Tensor], None] | None = None) -> Tensor:
+    """Integrate ``dX = f(t, X) dt + G(t, X) dW`` from ``x0`` (runs, d) for ``steps`` steps.
+
+    ``diffusion`` returns the factor ``G``: shape (runs, d) for diagonal noise, (runs, d, m) for
+    general noise, or a :class:`~compsde.sde.diffusion.Covariance` (``G Gᵀ = S``). ``ΔW`` is
+    drawn from ``generator``, or taken from ``increments(n, shape)`` (e.g. to share a Brownian
+    path with another solver). ``callback(n, t, x)`` sees the state after every step.
+    Returns ``X`` at ``t = steps · dt`` (a new tensor; ``x0`` is not modified).
+    """
+    dt = check_positive("dt", dt)
+    steps = check_int("steps", steps, minimum=0)
+    if not isinstance(x0, Tensor) or x0.ndim != 2:
+        raise ValueError(f"x0 must be a (runs, d) tensor, got "
+                         f"{tuple(x0.shape) if isinstance(x0, Tensor) else type(x0).__name__}")
+    x = x0.clone()
+    root_dt = math.sqrt(dt)
+    for n in range(steps):
+        t = n * dt
+        b = drift(t, x)
+        if b.shape != x.shape:
+            raise ValueError(f"drift must return shape {tuple(x.shape)}, got {tuple(b.shape)}")
+        factor = _as_factor(diffusion(t, x), x)
+        shape = (*x.shape[:-1], factor.noise_dim)
+        if increments is None:
+            dw = torch.randn(shape, generator=generator, dtype=x.dtype, device=x.device)
+            dw.mul_(root_dt)
+        else:
+            dw = increments(n, shape)
+            if dw.shape != shape:
+                raise ValueError(f"increments must return shape {shape}, got "
+                                 f"{tuple(dw.shape)}")
+        x = x + b * dt + factor.apply(dw)
+        if callback is not None:
+            callback(n + 1, t + dt, x)
+    return x
+
+
+class NormalStream:
+    """Standard normals for the integrator, drawn in blocks from an explicit generator.
+
+    On CPU the numbers come from a NumPy PCG64 generator seeded by one 63-bit draw from the
+    torch ``generator`` (its ziggurat sampler is faster than torch's CPU ``randn``), several
+    steps' worth per call; on other devices ``torch.randn`` runs on the device. Same generator
+    state → same stream.
+    """
+
+    def __init__(self, generator: torch.Generator, dtype: torch.dtype, device: torch.device,
+                 block_numbers: int = 1 << 20):
+        self.dtype, self.device = dtype, device
+        self.generator = generator
+        self.block_numbers = block_numbers
+        self.numpy = None
+        if device.type == "cpu":
+            seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator))
+            self.numpy = np.random.Generator(np.random.PCG64(seed))
+        self._block: Tensor | None = None
+        self._buffer: np.ndarray | None = None
+        self._next = 0
+
+    def draw(self, shape: tuple[int, ...]) -> Tensor:
+        """A fresh (writable) tensor of standard normals of ``shape``."""
+        if self._block is None or self._next == self._block.shape[0] \
+                or self._block.shape[1:] != shape:
+            size = max(1, math.prod(shape))
+            count = max(1, self.block_numbers // size)
+            if self.numpy is not None:
+                # refill one preallocated buffer: fresh 8 MB blocks would page-fault every time
+                np_dtype = np.float32 if self.dtype == torch.float32 else np.float64
+                if self._buffer is None or self._buffer.shape != (count, *shape):
+                    self._buffer = np.empty((count, *shape), dtype=np_dtype)
+                self.numpy.standard_normal(out=self._buffer, dtype=np_dtype)
+                self._block = torch.from_numpy(self._buffer)
+                if self._block.dtype != self.dtype:
+                    self._block = self._block.to(self.dtype)
+            else:
+                self._block = torch.randn((count, *shape), generator=self.generator,
+                                          dtype=self.dtype, device=self.device)
+            self._next = 0
+        out = self._block[self._next]
+        self._next += 1
+        return out
+
+
+def default_builder(moments: str = "auto", samples: int = 32,
+                    stability: bool = False) -> ModelBuilder:
+    """A builder of the method's full SDE (:func:`~compsde.sde.models.sde_model`)."""
+    def build(problem: Problem, generator: torch.Generator) -> SDEModel:
+        return sde_model(problem, moments=moments, samples=samples, generator=generator,
+                         stability=stability)
+    return build
+
+
+def simulate_sde(
+    method: Method | str,
+    landscape: Landscape | str,
+    noise: NoiseLaw | str,
+    *,
+    lr: float,
+    steps: int,
+    agents: int = 1,
+    batch: int = 1,
+    runs: int = 1,
+    seed: int = 0,
+    x0: float | Sequence[float] | Tensor = 1.0,
+    dtype: str | torch.dtype = "float64",
+    device: str | torch.device = "cpu",
+    record_every: int = 1,
+    diverge_threshold: float = 1e10,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    lr_schedule: str = "constant",
+    progress: bool = False,
+    dt: float | None = None,
+    stability: bool = False,
+    moments: str = "auto",
+    samples: int = 32,
+    model: ModelBuilder | None = None,
+    record_mean_x: bool = False,
+) -> RunResult:
+    """Integrate the SDE of a method over ``runs`` paths; same records as ``simulate``.
+
+    Iteration ``k`` is the SDE time ``t_k = Σ_{j<k} η_j``; the loss ``f(X_{t_k}) − f*`` is
+    recorded at the same steps as the simulator. ``dt`` (default ``lr``) is the Euler–Maruyama
+    step, at most ``lr``. ``moments``/``samples``/``stability`` choose the model
+    (:func:`~compsde.sde.models.sde_model`); ``model`` replaces it with any builder
+    ``(problem, generator) -> SDEModel`` (e.g. the phase models). ``record_mean_x`` adds the
+    mean state over live runs at each record as ``extra["x_mean"]`` (records, d).
+    """
+    problem = Problem(method, landscape, noise, lr=lr, agents=agents, batch=batch, x0=x0,
+                      lr_schedule=lr_schedule)
+    steps = check_int("steps", steps, minimum=1)
+    runs = check_int("runs", runs, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    record_every = check_int("record_every", record_every, minimum=1)
+    threshold = check_float("diverge_threshold", diverge_threshold, low=0, low_open=True)
+    memory_budget = check_int("memory_budget", memory_budget, minimum=1)
+    samples = check_int("samples", samples, minimum=2)
+    if dt is None:
+        dt = problem.lr
+    dt = check_positive("dt", dt)
+    if dt > problem.lr * (1 + 1e-12):
+        raise ValueError(f"dt must be in (0, lr] = (0, {problem.lr:g}], got {dt:g}: the SDE "
+                         f"takes ceil(lr/dt) Euler–Maruyama steps per iteration")
+    substeps = max(1, math.ceil(problem.lr / dt - 1e-9))
+    dtype = resolve_dtype(dtype)
+    device = torch.device(device)
+
+    generator = torch.Generator(device=device).manual_seed(seed)             # Brownian paths
+    model_generator = torch.Generator(device=device).manual_seed(seed + 7919)  # MC moments
+    builder = model if model is not None else default_builder(moments, samples, stability)
+    sde = builder(problem, model_generator)
+
+    d, n = problem.dim, problem.agents
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    per_point = getattr(sde.moments, "samples_per_evaluation", 1)
+    per_run = (8 + 2 * n * per_point) * d
+    chunks = chunk_sizes(runs, per_run * itemsize, memory_budget)
+    marks = record_schedule(steps, record_every)
+    recorder = LossRecorder(marks, runs, threshold)
+    x_sum = np.zeros((len(marks), d)) if record_mean_x else None
+    finals = []
+    started = _time.perf_counter()
+    normals = NormalStream(generator, dtype, device)
+    bar = tqdm(total=steps * len(chunks), disable=not progress, unit="step",
+               desc=f"sde {problem.method.spec}", leave=False)
+    first = 0
+    for size in chunks:
+        rows = slice(first, first + size)
+        finals.append(_run_chunk(problem, sde, size, steps, substeps, marks, recorder, rows,
+                                 normals, dtype, device, bar, x_sum))
+        first += size
+    bar.close()
+    lr_sum = np.cumsum([0.0] + [problem.step_size(k) for k in range(steps)])
+    config = problem.describe() | {
+        "steps": steps, "runs": runs, "seed": seed, "dtype": str(dtype).removeprefix("torch."),
+        "record_every": record_every, "diverge_threshold": threshold, "kind": "sde",
+        "dt": problem.lr / substeps, "substeps": substeps, **sde.describe(),
+    }
+    extra: dict = {"seconds": _time.perf_counter() - started}
+    if x_sum is not None:
+        alive = np.isfinite(recorder.losses).sum(axis=1)
+        extra["x_mean"] = x_sum / np.maximum(alive, 1)[:, None]
+    return RunResult(steps=marks, time=lr_sum[marks], losses=recorder.losses, config=config,
+                     final_x=torch.cat(finals), extra=extra)
+
+
+def _run_chunk(problem: Problem, sde: SDEModel, runs: int, steps: int, substeps: int,
+               marks: np.ndarray, recorder: LossRecorder, rows: slice, normals: NormalStream,
+               dtype: torch.dtype, device: torch.device, bar: tqdm,
+               x_sum: np.ndarray | None) -> Tensor:
+    x = problem.start(runs, dtype, device)
+    next_mark = 0
+    checked = False
+    for k in range(steps + 1):
+        if k == marks[next_mark]:
+            alive = recorder.record(next_mark, rows, problem.loss(x))
+            if not bool(alive.all()):
+                x[~alive] = 0.0  # frozen: a diverged run is out of the statistics
+            if x_sum is not None:
+                x_sum[next_mark] += (x * alive.unsqueeze(-1)).sum(0).to("cpu",
+                                                                        torch.float64).numpy()
+            next_mark += 1
+        if k == steps:
+            break
+        lr_k = problem.step_size(k)
+        h = lr_k / substeps
+        noise_std = math.sqrt(h * sde.noise_scale(lr_k))
+        for _ in range(substeps):
+            drift, cov = sde.evaluate(x, lr_k)
+            if not checked:
+                if drift.shape != x.shape:
+                    raise ValueError(f"the model's drift has shape {tuple(drift.shape)}, "
+                                     f"expected {tuple(x.shape)}")
+                checked = True
+            z = normals.draw((runs, cov.noise_dim))
+            cov.add_noise_(x.add_(drift, alpha=h), z, noise_std)
+        bar.update(1)
+    return x

@@ -1,0 +1,159 @@
+"""Does the SDE track the algorithm? Side-by-side runs with Monte-Carlo error bars (THEORY.md §3).
+
+:func:`validate` runs the discrete algorithm (:func:`~compsde.simulation.simulate`) and its SDE
+(:func:`~compsde.sde.simulate_sde`) on one config and compares the mean-loss curves: at each
+record the gap ``|mean_alg − mean_sde|`` against ``z · √(se_alg² + se_sde²)`` (both runs are
+independent, so this is the Monte-Carlo standard error of the gap). :func:`lr_sweep` measures
+the weak error ``|E f(x_k) − E f(X_{kη})|`` at a fixed SDE time ``T = kη`` for several η and
+fits its slope on log–log axes; order-1 weak approximation predicts slope 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._checks import check_float, check_int
+from .recording import RunResult
+from .sde import simulate_sde
+from .simulation import simulate
+
+Z_DEFAULT = 4.0
+
+
+def _curve(result: RunResult, z_ci: float = 1.96) -> dict[str, Any]:
+    return {"loss_mean": result.loss_mean, "loss_se": result.loss_se,
+            "ci_low": result.loss_mean - z_ci * result.loss_se,
+            "ci_high": result.loss_mean + z_ci * result.loss_se,
+            "diverged_fraction": result.diverged_fraction}
+
+
+def compare_curves(a: RunResult, b: RunResult, z: float = Z_DEFAULT,
+                   skip_first: bool = True) -> dict[str, Any]:
+    """Gap statistics of two independent mean-loss curves recorded at the same steps.
+
+    ``tolerance_k = z √(se_a² + se_b²)``; the curves agree when every gap is within it.
+    The first record (the shared, deterministic start) is skipped by default.
+    """
+    if a.loss_mean.shape != b.loss_mean.shape:
+        raise ValueError(f"the two results must have the same records, got "
+                         f"{a.loss_mean.shape} and {b.loss_mean.shape}")
+    gap = np.abs(a.loss_mean - b.loss_mean)
+    se = np.sqrt(a.loss_se**2 + b.loss_se**2)
+    tol = z * se
+    rows = slice(1, None) if skip_first and len(gap) > 1 else slice(None)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        zs = np.where(se > 0, gap / se, np.where(gap > 0, np.inf, 0.0))
+        rel = gap / np.abs(a.loss_mean)
+    worst = int(np.nanargmax(zs[rows])) + (rows.start or 0)
+    finite = np.isfinite(gap[rows]).all()
+    return {"gap": gap, "tolerance": tol, "z": z, "max_z": float(np.nanmax(zs[rows])),
+            "max_z_step": int(a.steps[worst]),
+            "max_relative_gap": float(np.nanmax(rel[rows])),
+            "agree": bool(finite and (gap[rows] <= tol[rows]).all())}
+
+
+@dataclass
+class Validation:
+    """The algorithm and its SDE on one config, with the gap statistics."""
+
+    algorithm: RunResult
+    sde: RunResult
+    stats: dict[str, Any]
+
+    @property
+    def verdict(self) -> str:
+        return "pass" if self.stats["agree"] else "fail"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.algorithm.config | {"kind": "validation"},
+                "sde_config": self.sde.config, "steps": self.algorithm.steps,
+                "time": self.algorithm.time, "algorithm": _curve(self.algorithm),
+                "sde": _curve(self.sde), **self.stats, "verdict": self.verdict}
+
+
+def validate(method: str, landscape: str, noise: str, *, lr: float, steps: int,
+             runs: int = 500, z: float = Z_DEFAULT, dt: float | None = None,
+             stability: bool = False, moments: str = "auto", **common: Any) -> Validation:
+    """Run the algorithm and its SDE on the same config and compare their mean losses.
+
+    ``common`` takes the remaining arguments of :func:`~compsde.simulation.simulate` (agents,
+    batch, seed, x0, dtype, device, record_every, …). ``z`` sets the tolerance in standard
+    errors of the gap (default 4: a per-record false alarm rate of 6e-5).
+    """
+    z = check_float("z", z, low=0.0, low_open=True)
+    alg = simulate(method, landscape, noise, lr=lr, steps=steps, runs=runs, **common)
+    sde = simulate_sde(method, landscape, noise, lr=lr, steps=steps, runs=runs, dt=dt,
+                       stability=stability, moments=moments, **common)
+    return Validation(alg, sde, compare_curves(alg, sde, z))
+
+
+@dataclass
+class LrSweep:
+    """Weak error ``|E f(x_k) − E f(X_T)|`` at ``T = kη`` for several η, and its fitted slope."""
+
+    lrs: np.ndarray
+    errors: np.ndarray
+    se: np.ndarray
+    horizon: float
+    slope: float
+    intercept: float
+    substeps: int
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def resolved(self) -> np.ndarray:
+        """Points whose error exceeds 2 standard errors (the rest are Monte-Carlo noise)."""
+        return self.errors > 2.0 * self.se
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lrs": self.lrs, "weak_error": self.errors, "weak_error_se": self.se,
+                "resolved": self.resolved, "horizon": self.horizon, "slope": self.slope,
+                "intercept": self.intercept, "substeps": self.substeps,
+                "per_lr": self.details}
+
+
+def fit_slope(lrs: np.ndarray, errors: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``log err = slope · log lr + intercept`` over positive errors."""
+    keep = errors > 0
+    if keep.sum() < 2:
+        return float("nan"), float("nan")
+    slope, intercept = np.polyfit(np.log(lrs[keep]), np.log(errors[keep]), 1)
+    return float(slope), float(intercept)
+
+
+def lr_sweep(method: str, landscape: str, noise: str, *, lrs: Sequence[float], horizon: float,
+             runs: int = 2000, substeps: int = 8, stability: bool = False,
+             moments: str = "auto", **common: Any) -> LrSweep:
+    """Weak error at SDE time ``horizon`` for each learning rate in ``lrs``.
+
+    The algorithm takes ``round(horizon/η)`` steps; the SDE is integrated with ``substeps``
+    Euler–Maruyama steps per iteration (``dt = η/substeps``) so the integrator's own O(dt) error
+    stays well below the O(η) model error being measured. ``common`` as in :func:`validate`.
+    """
+    values = sorted({check_float("lrs", v, low=0.0, low_open=True) for v in lrs})
+    if len(values) < 2:
+        raise ValueError(f"lrs must hold at least 2 distinct learning rates > 0, got {list(lrs)}")
+    horizon = check_float("horizon", horizon, low=0.0, low_open=True)
+    substeps = check_int("substeps", substeps, minimum=1)
+    common.pop("record_every", None)
+    errors, ses, details = [], [], []
+    for lr in values:
+        steps = max(1, round(horizon / lr))
+        kw = dict(lr=lr, steps=steps, runs=runs, **common, record_every=steps)
+        alg = simulate(method, landscape, noise, **kw)
+        sde = simulate_sde(method, landscape, noise, dt=lr / substeps, stability=stability,
+                           moments=moments, **kw)
+        err = abs(alg.loss_mean[-1] - sde.loss_mean[-1])
+        se = float(np.hypot(alg.loss_se[-1], sde.loss_se[-1]))
+        errors.append(err)
+        ses.append(se)
+        details.append({"lr": lr, "steps": steps, "algorithm": alg.loss_mean[-1],
+                        "algorithm_se": alg.loss_se[-1], "sde": sde.loss_mean[-1],
+                        "sde_se": sde.loss_se[-1], "weak_error": err, "se": se})
+    lr_arr, err_arr = np.array(values), np.array(errors)
+    slope, intercept = fit_slope(lr_arr, err_arr)
+    return LrSweep(lr_arr, err_arr, np.array(ses), horizon, slope, intercept, substeps, details)
