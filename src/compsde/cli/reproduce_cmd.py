@@ -1,35 +1,142 @@
-"""``compsde reproduce NAME``: one paper figure as a PNG plus JSON with a verdict per panel."""
+"""``compsde reproduce NAME|all``: paper figures as PNG plus JSON with a verdict per panel.
+
+``reproduce all`` runs every figure the registry finds (THEORY.md §7) and keeps
+``OUT/REPORT.md`` up to date after each one: claim, verdict, PNG and runtime per figure. Sweeps
+cache every finished run under ``OUT/cache/``, so an interrupted reproduction started again
+recomputes nothing that had finished.
+"""
 
 from __future__ import annotations
 
+import inspect
+import shlex
+import sys
+import time
+import traceback
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..experiments import load_all
+from ..experiments.registry import Figure, FigureOutcome
+from ..experiments.report import ReportRow, write_report
+from ..io import write_json
 from .common import progress_enabled
+
+
+def _accepts(figure: Figure, option: str) -> bool:
+    return option in inspect.signature(figure.runner).parameters
+
+
+def run_figure(figure: Figure, out: Path, *, preset: str, seed: int, progress: bool,
+               options: dict[str, Any] | None = None) -> FigureOutcome:
+    """``figure.run`` with extra runner options (e.g. ``distributed``) where given."""
+    if not options:
+        return figure.run(out, preset=preset, seed=seed, progress=progress)
+    # The steps of registry.Figure.run, with the extra keyword arguments passed through.
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    outcome = figure.runner(out=out, preset=preset, seed=seed, progress=progress, **options)
+    outcome.seconds = time.perf_counter() - started
+    write_json(out / f"{figure.name}.json",
+               outcome.to_dict() | {"preset": preset, "seed": seed, **options})
+    return outcome
+
+
+def _echo_outcome(name: str, outcome: FigureOutcome, out: Path) -> None:
+    for panel, info in outcome.panels.items():
+        click.echo(f"  {panel}: {info.get('verdict')} — {info.get('detail', '')}")
+    click.echo(f"{name}: {outcome.verdict} in {outcome.seconds:.0f} s; "
+               f"wrote {outcome.png} and {out / (name + '.json')}")
+
+
+def _command_line() -> str:
+    args = sys.argv[1:] if sys.argv and Path(sys.argv[0]).name.startswith("compsde") else []
+    return "compsde " + shlex.join(args) if args else "compsde reproduce all"
+
+
+def reproduce_all(figures: dict[str, Figure], out: Path, *, preset: str, seed: int,
+                  progress: bool, distributed: bool = False,
+                  command: str = "compsde reproduce all") -> list[ReportRow]:
+    """Run every figure, rewriting ``OUT/REPORT.md`` after each; returns the report's rows.
+
+    A figure whose code raises is reported as ``error`` and the others still run; an interrupt
+    (Ctrl-C) stops at once, leaving the report with the remaining figures ``pending``.
+    """
+    names = sorted(figures)
+    rows = {n: ReportRow(n, figures[n].claim, "pending") for n in names}
+    report = Path(out) / "REPORT.md"
+    started = time.perf_counter()
+
+    def write() -> None:
+        write_report(report, list(rows.values()), preset=preset, seed=seed, command=command,
+                     total_seconds=time.perf_counter() - started)
+
+    write()
+    for name in names:
+        figure = figures[name]
+        options = {"distributed": True} if distributed and _accepts(figure, "distributed") else {}
+        click.echo(f"== {name}: {figure.claim}")
+        begun = time.perf_counter()
+        try:
+            outcome = run_figure(figure, out, preset=preset, seed=seed, progress=progress,
+                                 options=options)
+        except Exception as exc:  # a broken figure must not hide the others' results
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            click.echo(f"{name}: error — {reason}", err=True)
+            click.echo("".join(traceback.format_exception(exc)[-3:]).rstrip(), err=True)
+            rows[name] = ReportRow(name, figure.claim, "error",
+                                   seconds=time.perf_counter() - begun, note=reason)
+        else:
+            _echo_outcome(name, outcome, out)
+            note = str(outcome.data.get("note", "")) if outcome.data else ""
+            rows[name] = ReportRow.from_outcome(outcome, note=note)
+        write()
+    click.echo(f"wrote {report}")
+    return list(rows.values())
 
 
 @click.command("reproduce")
 @click.argument("name")
 @click.option("--quick", "preset", flag_value="quick", default=True,
               help="small preset for 2 CPU cores (default)")
-@click.option("--full", "preset", flag_value="full", help="paper-scale preset")
+@click.option("--full", "preset", flag_value="full", help="paper-scale preset (GPU)")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("results"), show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--distributed", is_flag=True, default=False,
+              help="fig2/fig4: run each training run with torchrun (one process per agent) "
+                   "instead of simulating the agents in one process")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def reproduce_command(name: str, preset: str, out: Path, seed: int, progress: bool) -> None:
-    """Reproduce figure NAME of the paper (fig1, fig3, …); writes OUT/NAME.png and .json."""
+def reproduce_command(name: str, preset: str, out: Path, seed: int, distributed: bool,
+                      progress: bool) -> None:
+    """Reproduce figure NAME of the paper (fig1, fig2, …) or `all` of them.
+
+    Writes OUT/NAME.png and OUT/NAME.json; `all` also writes OUT/REPORT.md. Finished training
+    runs are cached under OUT/cache and reused when the command is started again.
+    """
     figures = load_all()
+    show = progress_enabled(progress)
+    if name == "all":
+        rows = reproduce_all(figures, out, preset=preset, seed=seed, progress=show,
+                             distributed=distributed, command=_command_line())
+        if any(r.status != "pass" for r in rows):
+            raise click.exceptions.Exit(1)
+        return
     if name not in figures:
-        raise ValueError(f"figure must be one of {', '.join(sorted(figures)) or 'none yet'}, "
+        raise ValueError(f"figure must be one of all, {', '.join(sorted(figures))}, "
                          f"got {name!r}")
-    outcome = figures[name].run(out, preset=preset, seed=seed,
-                                progress=progress_enabled(progress))
-    for panel, info in outcome.panels.items():
-        click.echo(f"  {panel}: {info.get('verdict')} — {info.get('detail', '')}")
-    click.echo(f"{name}: {outcome.verdict} in {outcome.seconds:.0f} s; "
-               f"wrote {outcome.png} and {out / (name + '.json')}")
+    figure = figures[name]
+    options: dict[str, Any] = {}
+    if distributed:
+        able = sorted(n for n, f in figures.items() if _accepts(f, "distributed"))
+        if name not in able:
+            raise ValueError(f"distributed is available for figure {', '.join(able) or '(none)'}"
+                             f", got {name!r}")
+        options["distributed"] = True
+    outcome = run_figure(figure, out, preset=preset, seed=seed, progress=show, options=options)
+    _echo_outcome(name, outcome, out)
     if outcome.verdict != "pass":
         raise click.exceptions.Exit(1)

@@ -1,0 +1,358 @@
+"""Training sweeps on real networks with N agents simulated in one process (figures 2 and 4).
+
+One training run follows THEORY.md §2 literally, on a real model and real data: every step each
+of the N agents draws its own mini-batch of B training examples (i.i.d., with replacement, as
+the theory's i.i.d.-data setting assumes), computes its gradient ``g_i`` at the shared
+parameters, and sends the message of the method (``compsde.methods``) applied to the flattened
+``g_i``; the server averages the messages and takes the step ``θ ← θ − η · mean_i m_i``.
+
+Agents' gradients are computed with ``torch.func.vmap`` over agents of ``grad``. Measured on
+one CPU thread (N × B = 4 × 16 and 16 × 16): ResNet-8 (width 8, 14×14) 58/110 ms per step with
+vmap vs 94/335 ms with a loop over agents, a ViT (dim 32, 49 patches) 39/142 vs 57/225 ms, an
+MLP 3.5/3.4 vs 7.4/37 ms — vmap costs about one batch of N·B examples. Models must therefore be
+free of BatchNorm (use ``resnet:...,norm=group``): per-agent GroupNorm is what N DDP ranks
+compute. ``FlatModel.agent_grads_loop`` keeps the loop for comparison.
+
+**Gradient-noise injection** (``noise`` = σ > 0): agent i adds ``σ/√B · n_i``, ``n_i ~ N(0, I_d)``
+drawn independently per agent and step, to its gradient before compressing. This is THEORY.md
+§1's Gaussian noise with the §1 batch convention (a batch of B divides the scale by √B), so the
+injected noise obeys the same (η, B, N) bookkeeping as mini-batch noise; it makes the noise term
+dominate the small-model regime of the quick presets, which is the regime the scaling rules of
+§5 are derived for.
+
+The recorded *training loss* is the cross-entropy on a fixed subset of the training set
+(``eval_size`` examples) at the current parameters, every ``eval_every`` steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+from torch.nn import functional as F
+
+from .. import methods
+from .._checks import check_float, check_int
+
+# Version of the training code path; part of every cache key (see cache.py).
+TRAIN_VERSION = "deep-train-1"
+TAIL = 0.5  # a run's level: the mean of the last half of its records
+DIVERGED_LOSS = 1e3  # a training loss above this (or non-finite) ends the run as diverged
+# Examples per vmapped gradient call (GPU, CPU): bounds the activation memory of big models.
+MAX_SAMPLES = {False: 4096, True: 256}
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """A 63-bit seed for the random stream ``stream`` of run ``seed`` (independent streams)."""
+    digest = hashlib.sha256(f"{seed}/{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything that determines one training run (its cache key is a hash of these fields).
+
+    ``model``/``data`` are ``compsde.nn`` specs; ``image_size`` downsamples the images by area
+    averaging (0 keeps them); ``train_size`` is the size of the training subset (0 = all);
+    ``noise`` is the injected per-sample gradient-noise scale σ (module docstring);
+    ``sharpness_iters`` > 0 also estimates the top Hessian eigenvalue at the end of the run.
+    """
+
+    model: str
+    data: str
+    method: str
+    lr: float
+    batch: int
+    agents: int
+    steps: int
+    noise: float = 0.0
+    seed: int = 0
+    image_size: int = 0
+    train_size: int = 0
+    eval_size: int = 1024
+    eval_every: int = 10
+    sharpness_iters: int = 0
+
+    def __post_init__(self) -> None:
+        check_float("lr", self.lr, low=0.0, low_open=True)
+        check_int("batch", self.batch, minimum=1)
+        check_int("agents", self.agents, minimum=1)
+        check_int("steps", self.steps, minimum=1)
+        check_float("noise", self.noise, low=0.0)
+        check_int("seed", self.seed, minimum=0)
+        check_int("image_size", self.image_size, minimum=0)
+        check_int("train_size", self.train_size, minimum=0)
+        check_int("eval_size", self.eval_size, minimum=1)
+        check_int("eval_every", self.eval_every, minimum=1)
+        check_int("sharpness_iters", self.sharpness_iters, minimum=0)
+        methods.make(self.method)  # validates the method spec
+
+    def config(self) -> dict[str, Any]:
+        """The JSON config of the run, including the training-code version."""
+        return {"kind": "train", "version": TRAIN_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> TrainSpec:
+        fields = {k: v for k, v in config.items() if k not in ("kind", "version")}
+        return cls(**fields)
+
+    def with_(self, **changes: Any) -> TrainSpec:
+        return TrainSpec(**(asdict(self) | changes))
+
+
+@dataclass
+class Prepared:
+    """Standardised float32 training images (n, C, h, w), labels, and the fixed eval subset."""
+
+    x: Tensor
+    y: Tensor
+    eval_index: Tensor
+    classes: int
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x.shape[1:])  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=2)
+def load(data: str) -> Any:
+    """``compsde.nn.load_dataset(data)``, loaded once per process."""
+    from ..nn import load_dataset
+
+    return load_dataset(data)
+
+
+def data_shape(data: str, image_size: int = 0) -> tuple[tuple[int, int, int], int]:
+    """Image shape (after downsampling to ``image_size``) and number of classes of ``data``."""
+    dataset = load(data)
+    c, h, w = dataset.image_shape
+    return ((c, image_size, image_size) if image_size else (c, h, w)), dataset.classes
+
+
+@lru_cache(maxsize=4)
+def prepare_data(data: str, image_size: int, train_size: int, eval_size: int) -> Prepared:
+    """Take a fixed training subset of ``data``, downsample it, standardise it (once per process).
+
+    The subset is the first ``train_size`` examples of a fixed permutation (seed 0) of the
+    training split; the eval subset (the "training loss" set) is its first ``eval_size``.
+    """
+    dataset = load(data)
+    n = len(dataset.y_train)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    if train_size:
+        order = order[:min(train_size, n)]
+    x, y = dataset.train_batch(order)
+    if image_size and image_size != x.shape[-1]:
+        x = F.adaptive_avg_pool2d(x, image_size)
+        x = (x - x.mean(dim=(0, 2, 3), keepdim=True)) / x.std(dim=(0, 2, 3), keepdim=True)
+    return Prepared(x.contiguous(), y, torch.arange(min(eval_size, len(y))), dataset.classes)
+
+
+class FlatModel:
+    """A model whose parameters live in one flat vector ``θ ∈ R^d`` (the d of THEORY.md §1)."""
+
+    def __init__(self, model: nn.Module):
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            raise ValueError("model must not use BatchNorm when agents are simulated with vmap; "
+                             "use GroupNorm, e.g. 'resnet:depth=8,norm=group'")
+        self.module = model
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in params]
+        self.shapes = [p.shape for _, p in params]
+        self.sizes = [p.numel() for _, p in params]
+        self.buffers = dict(model.named_buffers())
+        self.theta0 = torch.cat([p.detach().reshape(-1) for _, p in params]).clone()
+
+    @property
+    def dim(self) -> int:
+        return int(self.theta0.numel())
+
+    def loss(self, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        """Mean cross-entropy of the model with parameters ``theta`` on ``(x, y)``."""
+        views = torch.split(theta, self.sizes)
+        params = {n: v.view(s) for n, v, s in zip(self.names, views, self.shapes, strict=True)}
+        return F.cross_entropy(functional_call(self.module, (params, self.buffers), (x,)), y)
+
+    def agent_grads(self, theta: Tensor, x: Tensor, y: Tensor,
+                    max_samples: int | None = None) -> Tensor:
+        """Per-agent gradients ``(N, d)`` of the agents' batches ``x (N, B, ...)``, ``y (N, B)``.
+
+        ``max_samples`` bounds the examples per vmapped call (memory): agents go in chunks of
+        ``max(1, max_samples // B)``; each agent's gradient is the same either way.
+        """
+        agents, batch = x.shape[:2]
+        chunk = agents if max_samples is None else max(1, max_samples // batch)
+        per_agent = vmap(grad(self.loss), in_dims=(None, 0, 0))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*performance drop.*")
+            if chunk >= agents:
+                return per_agent(theta, x, y)
+            return torch.cat([per_agent(theta, x[i:i + chunk], y[i:i + chunk])
+                              for i in range(0, agents, chunk)])
+
+    def agent_grads_loop(self, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        """The same as :meth:`agent_grads` with a Python loop over agents (for comparison)."""
+        g = grad(self.loss)
+        return torch.stack([g(theta, x[i], y[i]) for i in range(x.shape[0])])
+
+    @torch.no_grad()
+    def eval_loss(self, theta: Tensor, x: Tensor, y: Tensor, chunk: int = 2048) -> float:
+        total = 0.0
+        for start in range(0, len(y), chunk):
+            part = slice(start, start + chunk)
+            total += float(self.loss(theta, x[part], y[part])) * len(y[part])
+        return total / len(y)
+
+
+def sharpness(flat: FlatModel, theta: Tensor, x: Tensor, y: Tensor, iters: int,
+              generator: torch.Generator) -> float:
+    """Largest |eigenvalue| of the loss Hessian at ``theta`` on ``(x, y)`` (the L of §5).
+
+    Power iteration on Hessian-vector products by central differences of gradients in float64
+    (step 1e-4 along a unit vector; works for every model, attention included).
+    """
+    module = flat.module
+    dtype = theta.dtype
+    module.double()
+    try:
+        flat64 = FlatModel(module)
+        th, xd = theta.double(), x.double()
+        g = grad(flat64.loss)
+        v = torch.randn(th.shape, generator=generator, dtype=th.dtype).to(th.device)
+        v /= v.norm()
+        value = 0.0
+        eps = 1e-4
+        for _ in range(iters):
+            hv = (g(th + eps * v, xd, y) - g(th - eps * v, xd, y)) / (2 * eps)
+            value = float(torch.dot(hv, v))
+            norm = hv.norm()
+            if not torch.isfinite(norm) or norm == 0:
+                break
+            v = hv / norm
+        return abs(value)
+    finally:
+        module.to(dtype)
+
+
+@contextmanager
+def intra_op_threads(count: int | None) -> Iterator[None]:
+    """Run with ``count`` torch intra-op threads (None: leave as is); restored afterwards."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(check_int("threads", count, minimum=1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def default_threads(device: str | torch.device) -> int | None:
+    """Intra-op threads for a CPU run: ``$COMPSDE_THREADS``, else 1 (None on a GPU).
+
+    One thread is the robust choice on a shared 2-core machine: with two threads a busy machine
+    made a ResNet step about 10× slower (OpenMP threads wait on each other), while on an idle
+    one a second thread saves well under half of a step at these model sizes.
+    """
+    if torch.device(device).type != "cpu":
+        return None
+    return check_int("COMPSDE_THREADS", os.environ.get("COMPSDE_THREADS", 1), minimum=1)
+
+
+def train(spec: TrainSpec, *, device: str | torch.device = "cpu", progress: bool = False,
+          grads: str = "vmap", threads: int | None = -1) -> dict[str, Any]:
+    """Run one training run (module docstring); returns the JSON result stored in the cache.
+
+    ``threads``: torch intra-op threads during the run (default :func:`default_threads`).
+
+    Result keys: ``steps`` and ``loss`` (the recorded training loss; ``None`` after a
+    divergence), ``final_loss`` (mean of the last half of the records), ``diverged``,
+    ``dimension`` (d), ``omega`` (ω of the method's compressor, None for sign), ``sharpness``
+    (when asked), ``seconds``.
+    """
+    if grads not in ("vmap", "loop"):
+        raise ValueError(f"grads must be one of vmap, loop; got {grads!r}")
+    with intra_op_threads(default_threads(device) if threads == -1 else threads):
+        return _train(spec, device, progress, grads)
+
+
+def _train(spec: TrainSpec, device: str | torch.device, progress: bool,
+           grads: str) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    from ..nn import make_model
+
+    started = time.perf_counter()
+    data = prepare_data(spec.data, spec.image_size, spec.train_size, spec.eval_size)
+    x_all, y_all = data.x.to(device), data.y.to(device)
+    x_eval, y_eval = x_all[data.eval_index.to(device)], y_all[data.eval_index.to(device)]
+    model = make_model(spec.model, data.image_shape, data.classes, seed=spec.seed, device=device)
+    flat = FlatModel(model)
+    theta = flat.theta0.clone()
+    method = methods.make(spec.method)
+    omega = method.omegas(spec.agents, flat.dim)
+    gen_data = torch.Generator(device).manual_seed(stream_seed(spec.seed, "data"))
+    gen_noise = torch.Generator(device).manual_seed(stream_seed(spec.seed, "noise"))
+    gen_comp = torch.Generator(device).manual_seed(stream_seed(spec.seed, "compress"))
+    scale = spec.noise / math.sqrt(spec.batch)
+    limit = MAX_SAMPLES[torch.device(device).type == "cpu"]
+    if grads == "vmap":
+        def agent_grads(th: Tensor, x: Tensor, y: Tensor) -> Tensor:
+            return flat.agent_grads(th, x, y, limit)
+    else:
+        agent_grads = flat.agent_grads_loop
+    n = len(y_all)
+
+    record_steps = sorted(set(range(0, spec.steps + 1, spec.eval_every)) | {spec.steps})
+    losses: list[float | None] = [None] * len(record_steps)
+    losses[0] = flat.eval_loss(theta, x_eval, y_eval)
+    diverged = not math.isfinite(losses[0])
+    slot = 1
+    bar = tqdm(total=spec.steps, desc=f"{spec.method} B={spec.batch} N={spec.agents}",
+               disable=not progress, leave=False, position=1)
+    for step in range(1, spec.steps + 1):
+        if diverged:
+            break
+        index = torch.randint(n, (spec.agents, spec.batch), generator=gen_data, device=device)
+        g = agent_grads(theta, x_all[index], y_all[index])
+        if scale > 0:
+            g.add_(torch.randn(g.shape, generator=gen_noise, device=device), alpha=scale)
+        theta.sub_(method.direction(g, gen_comp), alpha=spec.lr)
+        if step == record_steps[slot]:
+            value = flat.eval_loss(theta, x_eval, y_eval)
+            if not math.isfinite(value) or value > DIVERGED_LOSS:
+                diverged = True
+            else:
+                losses[slot] = value
+            slot += 1
+        bar.update(1)
+    bar.close()
+    recorded = [v for v in losses if v is not None]
+    tail = max(1, round(len(losses) * TAIL))
+    final = float(np.mean(losses[-tail:])) if not diverged else None
+    result: dict[str, Any] = {
+        "steps": record_steps, "loss": losses, "final_loss": final, "diverged": diverged,
+        "dimension": flat.dim, "omega": None if omega is None else float(np.mean(omega)),
+        "records": len(recorded),
+    }
+    if spec.sharpness_iters and not diverged:
+        gen = torch.Generator(device).manual_seed(stream_seed(spec.seed, "sharpness"))
+        result["sharpness"] = sharpness(flat, theta, x_eval, y_eval, spec.sharpness_iters, gen)
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def default_device() -> str:
+    """``cuda`` when a GPU is present (the ``--full`` presets), else ``cpu``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
