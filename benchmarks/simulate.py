@@ -72,7 +72,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--loop-steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1: no thread-pool barriers on small ops)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     rows, records = [], []
     for d in SIZES:
         for label, spec in METHODS.items():
@@ -89,12 +92,12 @@ def main() -> None:
                             "loop_ms_per_step": t_loop * 1e3,
                             "ratio_to_floor": t_ours / t_floor,
                             "speedup_vs_loop": t_loop / t_ours})
-    print(f"R={R} runs, N={N} agents, float32, {args.steps} steps "
+    print(f"R={R} runs, N={N} agents, float32, {args.steps} steps, {args.threads} thread(s) "
           f"(loop timed on {args.loop_steps} steps)")
     print_table(["d", "method", "ours ms/step", "floor ms/step", "loop ms/step", "ours/floor",
                  "loop/ours"], rows)
     path = save("simulate", {"config": {"runs": R, "agents": N, "d": list(SIZES),
-                                        "steps": args.steps,
+                                        "steps": args.steps, "threads": args.threads,
                                         "loop_steps": args.loop_steps, "dtype": "float32"},
                              "rows": records,
                              "targets": {"ratio_to_floor_max": 2.5, "speedup_vs_loop_min": 50}})
