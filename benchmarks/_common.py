@@ -40,6 +40,19 @@ def median_time(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> flo
     return statistics.median(samples)
 
 
+def interleaved(cases: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median seconds of each case over ``repeats`` round-robin rounds (after one warm-up round),
+    so that load changes hit every case alike."""
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for rep in range(repeats + 1):
+        for name, fn in cases.items():
+            started = time.perf_counter()
+            fn()
+            if rep:
+                samples[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def save(name: str, payload: dict[str, Any]) -> Path:
     """Write ``benchmarks/results/NAME.json`` atomically, with the machine description."""
     return write_json(RESULTS / f"{name}.json", {"machine": machine(), **payload})

@@ -15,26 +15,12 @@ Targets: Rand-k compression and sign encode+decode each ≤ 2× the plain copy.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
-from _common import print_table, save
+from _common import interleaved, print_table, save
 from compsde.compressors import make
-
-
-def interleaved(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each case, timing the cases in turn ``repeats`` times (1 warm-up)."""
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    for rep in range(repeats + 1):
-        for name, fn in cases.items():
-            started = time.perf_counter()
-            fn()
-            if rep:
-                samples[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def main() -> None:

@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 import torchsde
 
-from _common import print_table, save
+from _common import interleaved, print_table, save
 from compsde.problem import Problem
 from compsde.sde import sde_model, simulate_sde
 from compsde.sde.integrate import NormalStream
@@ -82,18 +79,6 @@ class ModelSDE(torch.nn.Module):
 
     def g(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.f_and_g(t, y)[1]
-
-
-def interleaved(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each case over ``repeats`` round-robin rounds (after one warm-up)."""
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    for rep in range(repeats + 1):
-        for name, fn in cases.items():
-            started = time.perf_counter()
-            fn()
-            if rep:
-                samples[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def main() -> None:
