@@ -35,11 +35,11 @@ def test_arms_follow_the_first_order_rules():
     assert (by_label["agents rule"].batch, by_label["agents rule"].agents) == (q.batch,
                                                                               4 * q.agents)
     assert by_label["no rule"].method == "dcsgd:randk:ratio=0.25"
-    assert by_label["wrong ω"].method == "dcsgd:randk:ratio=0.0625"
+    assert by_label["wrong ω"].method == "dcsgd:randk:ratio=0.03125"
     assert all(a.spec.lr == q.lr for a in panel.arms)
     assert len({a.spec.seed for a in panel.arms}) == len(panel.arms)  # independent draws
     # σ√d is the preset's per-sample noise norm.
-    assert by_label["no rule"].noise * math.sqrt(info["dimension"]) == pytest.approx(140.0)
+    assert by_label["no rule"].noise * math.sqrt(info["dimension"]) == pytest.approx(210.0)
 
 
 def _panel(levels: dict[str, float], roles: dict[str, str]) -> Panel:

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,8 +150,3 @@ def run_sweep(configs: Sequence[Mapping[str, Any]],
             if on_done is not None:
                 on_done(index, config, result, cached)
     return outcome
-
-
-def finite_or_none(values: Iterable[float]) -> list[float | None]:
-    """Floats for JSON: non-finite values become None (JSON has no NaN)."""
-    return [float(v) if math.isfinite(float(v)) else None for v in values]
