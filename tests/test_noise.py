@@ -263,6 +263,20 @@ def test_make_and_spec_round_trip() -> None:
     assert noise.make("student-t:nu=3").finite_variance
 
 
+def test_with_scale_is_a_fresh_law_and_sign_mean_leaves_input() -> None:
+    law = noise.make("student-t:nu=3,scale=1/2")
+    law.scales(2, 3)  # fills the law's cache of scale rows
+    own = law.with_scale(2.0)
+    assert own.spec == "student-t:nu=3,scale=2" and law.spec == "student-t:nu=3,scale=1/2"
+    assert torch.equal(own.scales(1, 3), torch.full((1, 3), 2.0, dtype=torch.float64))
+    assert torch.equal(law.scales(2, 1)[:, 0], torch.tensor([1.0, 2.0], dtype=torch.float64))
+    y = torch.tensor([-1.0, 0.0, 2.0], dtype=torch.float64)
+    closed = {"gaussian": torch.erf(y / math.sqrt(2)), "student-t:nu=1": 2 / math.pi * y.atan()}
+    for spec, expected in closed.items():
+        torch.testing.assert_close(noise.make(spec).standard_sign_mean(y), expected)
+        assert torch.equal(y, torch.tensor([-1.0, 0.0, 2.0], dtype=torch.float64))
+
+
 @pytest.mark.parametrize(("spec", "word"), [
     ("student-t:nu=0", "nu"), ("student-t:nu=-1", "nu"), ("student-t:nu=abc", "nu"),
     ("student-t:nu=nan", "nu"), ("student-t", "nu"), ("gaussian:scale=0", "scale"),

@@ -17,6 +17,7 @@ Specs: ``gaussian``, ``gaussian:scale=2``, ``gaussian:scale=1/2/3/4`` (per agent
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -64,12 +65,26 @@ class NoiseLaw(ABC):
     """A per-agent, per-coordinate noise law ``Z_{i,j} = σ_{i,j} · n``, ``n`` of unit scale."""
 
     name: str
-    spec: str
     finite_variance: bool
 
     def __init__(self, scale: ScaleLike = 1.0) -> None:
         self.scale = _as_scale(scale)
         self._cache: dict[tuple, Tensor] = {}
+
+    @property
+    def spec(self) -> str:
+        """The spec string :func:`make` builds this law from."""
+        return f"{self.name}:{self._options()}scale={self._scale_spec()}"
+
+    def _options(self) -> str:
+        return ""
+
+    def with_scale(self, scale: ScaleLike) -> NoiseLaw:
+        """The same law with scale ``scale`` (e.g. one agent's entry of a per-agent scale)."""
+        law = copy.copy(self)
+        law.scale = _as_scale(scale)
+        law._cache = {}
+        return law
 
     def _scale_spec(self) -> str:
         if self.scale.dim() == 0:
@@ -156,8 +171,8 @@ class NoiseLaw(ABC):
         """``f(0)`` of the unit-scale law; DSignSGD's Phase-3 constant is ``ℓ = 2f(0)`` (§3)."""
 
     @abstractmethod
-    def _sign_of(self, y: Tensor) -> Tensor:
-        """``2F(y) − 1 = E[sign(y + n)]`` elementwise."""
+    def standard_sign_mean(self, y: Tensor) -> Tensor:
+        """``2F(y) − 1 = E[sign(y + n)]`` elementwise, ``n`` of unit scale (``y`` is left as is)."""
 
     def _variance_factor(self) -> float:
         return 1.0
@@ -169,7 +184,7 @@ class NoiseLaw(ABC):
         if not grad.is_floating_point():
             grad = grad.to(torch.float64)
         inverse = self._cached("inverse", agents, grad.shape[-1], batch, grad.dtype, grad.device)
-        return self._sign_of(grad.unsqueeze(-2) * inverse)
+        return self.standard_sign_mean(grad.unsqueeze(-2) * inverse)
 
 
 class Gaussian(NoiseLaw):
@@ -177,10 +192,6 @@ class Gaussian(NoiseLaw):
 
     name = "gaussian"
     finite_variance = True
-
-    def __init__(self, scale: ScaleLike = 1.0) -> None:
-        super().__init__(scale)
-        self.spec = f"gaussian:scale={self._scale_spec()}"
 
     def _standard(self, shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype,
                   device: torch.device) -> Tensor:
@@ -195,8 +206,8 @@ class Gaussian(NoiseLaw):
         """``1/√(2π)``."""
         return 1.0 / math.sqrt(2.0 * math.pi)
 
-    def _sign_of(self, y: Tensor) -> Tensor:
-        return torch.erf(y.mul_(1.0 / math.sqrt(2.0)))
+    def standard_sign_mean(self, y: Tensor) -> Tensor:
+        return torch.mul(y, 1.0 / math.sqrt(2.0)).erf_()
 
 
 class StudentT(NoiseLaw):
@@ -216,7 +227,9 @@ class StudentT(NoiseLaw):
         super().__init__(scale)
         self.nu = check_positive("nu", nu)
         self.finite_variance = self.nu > 2.0
-        self.spec = f"student-t:nu={_number(self.nu)},scale={self._scale_spec()}"
+
+    def _options(self) -> str:
+        return f"nu={_number(self.nu)},"
 
     def _variance_factor(self) -> float:
         return self.nu / (self.nu - 2.0)
@@ -249,7 +262,7 @@ class StudentT(NoiseLaw):
         """``f_ν(0) = Γ((ν+1)/2)/(√(πν) Γ(ν/2))``."""
         return _special.t_density_at_zero(self.nu)
 
-    def _sign_of(self, y: Tensor) -> Tensor:
+    def standard_sign_mean(self, y: Tensor) -> Tensor:
         return _special.t_sign_mean(y, self.nu)
 
 

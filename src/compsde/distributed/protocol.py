@@ -62,10 +62,7 @@ def rank_noise(law: NoiseLaw | str | None, rank: int, world: int) -> NoiseLaw | 
     if scale.dim() == 0:
         return law
     if scale.dim() == 1 and scale.numel() == world:
-        own = copy.copy(law)
-        own.scale = scale[rank].clone()
-        own._cache = {}
-        return own
+        return law.with_scale(scale[rank].clone())
     raise ValueError(f"noise scale must be one number or one per rank ({world} values, e.g. "
                      f"scale=1/2), got {law.spec}")
 

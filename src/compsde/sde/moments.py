@@ -172,7 +172,7 @@ class DSignSGDMoments(MessageMoments):
         kind = "erf" if law.name == "gaussian" else f"Student-t CDF, nu={getattr(law, 'nu', '?')}"
         self.description = f"closed form ({kind}): S = Diag(1 - mean_i E[sign]^2)"
         scales = law.scales(problem.agents, problem.dim, problem.batch)
-        self.shared = bool((scales == scales[:1]).all()) and hasattr(law, "_sign_of")
+        self.shared = bool((scales == scales[:1]).all()) and hasattr(law, "standard_sign_mean")
         self.exact_unit = law.name == "gaussian"   # |erf| <= 1 exactly, so 1 - m² >= 0
         self._inverse: dict[tuple[torch.dtype, torch.device], Tensor] = {}
 
@@ -184,7 +184,7 @@ class DSignSGDMoments(MessageMoments):
             p = self.problem
             row = p.noise.scales(p.agents, p.dim, p.batch, dtype=grad.dtype, device=grad.device)
             inverse = self._inverse[key] = row[0].reciprocal()
-        return self.problem.noise._sign_of(grad * inverse)
+        return self.problem.noise.standard_sign_mean(grad * inverse)
 
     def sign_means(self, x: Tensor) -> Tensor:
         """``E[sign(g_i)]`` per agent, shape (runs, agents, d)."""
