@@ -53,6 +53,7 @@ def test_reduced_fig2_end_to_end_and_cached(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_quick_fig2_reproduces_the_claim(tmp_path):
     """`compsde reproduce fig2 --quick` (budget: 10 minutes on 2 idle cores)."""
     from compsde.cli import main
@@ -64,6 +65,7 @@ def test_quick_fig2_reproduces_the_claim(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_full_fig2_preset_runs_end_to_end_on_cpu_at_two_steps(tmp_path):
     """The paper-scale networks (ResNet-18-like, ViT-S-like) on the CPU, 2 steps per run."""
     preset = fig2.FULL.scaled(steps=2, eval_every=2, ref_seeds=2, eval_size=128,

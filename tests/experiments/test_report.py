@@ -129,3 +129,26 @@ def test_distributed_option_reaches_runners_that_take_it(tmp_path):
                          progress=False, options={"distributed": True})
     assert seen == {"distributed": True} and outcome.seconds >= 0
     assert '"distributed": true' in (tmp_path / "x.json").read_text()
+
+
+def test_full_preset_warns_without_gpu_for_network_figures(monkeypatch, capsys):
+    import torch
+
+    from compsde.cli.reproduce_cmd import warn_full_without_gpu
+
+    def deep_runner(out, preset, seed, progress, distributed=False):
+        raise AssertionError("not run")
+
+    figures = {"figA": Figure("figA", "c", lambda out, preset, seed, progress: None),
+               "figB": Figure("figB", "c", deep_runner)}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    warn_full_without_gpu(["figA"], figures, "full")
+    warn_full_without_gpu(["figB"], figures, "quick")
+    assert capsys.readouterr().err == ""
+    warn_full_without_gpu(["figA", "figB"], figures, "full")
+    err = capsys.readouterr().err
+    assert err.startswith("warning: --full trains paper-scale networks for figB")
+    assert len(err.splitlines()) == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    warn_full_without_gpu(["figB"], figures, "full")
+    assert capsys.readouterr().err == ""

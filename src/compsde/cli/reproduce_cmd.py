@@ -29,6 +29,17 @@ def _accepts(figure: Figure, option: str) -> bool:
     return option in inspect.signature(figure.runner).parameters
 
 
+def warn_full_without_gpu(names: list[str], figures: dict[str, Figure], preset: str) -> None:
+    """One line on stderr when ``--full`` would train networks (fig2/fig4) without a GPU."""
+    import torch
+
+    deep = [n for n in names if _accepts(figures[n], "distributed")]
+    if preset == "full" and deep and not torch.cuda.is_available():
+        click.echo(f"warning: --full trains paper-scale networks for {', '.join(deep)} and is "
+                   f"sized for a GPU; on this CPU it takes days (finished runs are cached, so "
+                   f"Ctrl-C loses nothing)", err=True)
+
+
 def run_figure(figure: Figure, out: Path, *, preset: str, seed: int, progress: bool,
                options: dict[str, Any] | None = None) -> FigureOutcome:
     """``figure.run`` with extra runner options (e.g. ``distributed``) where given."""
@@ -120,6 +131,7 @@ def reproduce_command(name: str, preset: str, out: Path, seed: int, distributed:
     figures = load_all()
     show = progress_enabled(progress)
     if name == "all":
+        warn_full_without_gpu(sorted(figures), figures, preset)
         rows = reproduce_all(figures, out, preset=preset, seed=seed, progress=show,
                              distributed=distributed, command=_command_line())
         if any(r.status != "pass" for r in rows):
@@ -136,6 +148,7 @@ def reproduce_command(name: str, preset: str, out: Path, seed: int, distributed:
             raise ValueError(f"distributed is available for figure {', '.join(able) or '(none)'}"
                              f", got {name!r}")
         options["distributed"] = True
+    warn_full_without_gpu([name], figures, preset)
     outcome = run_figure(figure, out, preset=preset, seed=seed, progress=show, options=options)
     _echo_outcome(name, outcome, out)
     if outcome.verdict != "pass":
