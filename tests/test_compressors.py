@@ -276,6 +276,15 @@ def test_large_d_sampler_inclusion_frequencies(backend, d, k):
     inclusion_checks(torch.stack(draws), d, k)
 
 
+@pytest.mark.parametrize("d, k", [(16, 5), (40, 1), (12, 9)])
+def test_small_d_row_sampler_inclusion_frequencies(d, k):
+    """The small-d paths of the batched sampler (ranked uniform keys; k = 1: one integer)."""
+    rows = compressors.sample_rows_without_replacement(3000, d, k, gen(6))
+    assert rows.shape == (3000, k) and rows.dtype == torch.int64
+    assert bool((rows[:, 1:] > rows[:, :-1]).all()) and 0 <= int(rows.min()) <= int(rows.max()) < d
+    inclusion_checks(rows, d, k)
+
+
 def test_first_distinct_selection_numpy_and_torch_agree_with_the_definition():
     draws = np.random.Generator(np.random.PCG64(0)).integers(0, 30, (300, 40))
     keep, distinct = sampling._np_first_distinct(draws, 20)

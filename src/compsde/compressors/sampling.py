@@ -19,6 +19,9 @@ __all__ = ["sample_rows_without_replacement", "sample_without_replacement"]
 
 # Below this size a sampler just permutes range(d).
 _SMALL_D = 1024
+# Up to this size batched rows rank d uniform keys per row (measured faster than the
+# draws + first-distinct path at d = 10; slower from d = 40 on).
+_SMALL_ROW_D = 16
 
 def _expected_draws(d: int, k: int) -> float:
     """Mean number of uniform draws from [0, d) until k < d distinct values (≈ d(H_d − H_{d−k}))."""
@@ -149,10 +152,12 @@ def sample_rows_without_replacement(rows: int, d: int, k: int,
                                     device: torch.device | str = "cpu") -> Tensor:
     """``rows`` independent uniform k-subsets of ``range(d)``, shape ``(rows, k)``, rows sorted.
 
-    Per row: about ``d·ln(d/(d−k))`` i.i.d. uniform integers (≈ k for k ≪ d); the first k
-    distinct values in draw order form a uniform k-subset. A row with fewer than k distinct
-    draws (rare) is redrawn by :func:`sample_without_replacement`; for ``k > d/2`` the
-    complement is sampled. Cost O(rows · k log k), never O(rows · d) for k ≤ d/2.
+    For ``d ≤ 16`` a row is the positions of the k smallest of d i.i.d. uniform keys (k = 1:
+    one uniform integer). Otherwise per row: about ``d·ln(d/(d−k))`` i.i.d. uniform integers
+    (≈ k for k ≪ d); the first k distinct values in draw order form a uniform k-subset. A row
+    with fewer than k distinct draws (rare) is redrawn by :func:`sample_without_replacement`;
+    for ``k > d/2`` the complement is sampled. Cost O(rows · k log k), never O(rows · d) for
+    d > 16 and k ≤ d/2.
     """
     rows = check_int("rows", rows, minimum=0)
     d = check_int("d", d, minimum=1)
@@ -160,6 +165,11 @@ def sample_rows_without_replacement(rows: int, d: int, k: int,
     device = torch.device(device)
     if rows == 0 or k == d:
         return torch.arange(k, device=device).expand(rows, k).clone()
+    if k == 1:
+        return torch.randint(0, d, (rows, 1), generator=generator, device=device)
+    if d <= _SMALL_ROW_D:  # the k smallest of d i.i.d. uniform keys: a uniform k-subset
+        keys = torch.rand(rows, d, generator=generator, device=device)
+        return keys.topk(k, dim=1, largest=False, sorted=False).indices.sort(dim=1).values
     if 2 * k > d:
         keep = torch.ones(rows, d, dtype=torch.bool, device=device)
         keep.scatter_(1, sample_rows_without_replacement(rows, d, d - k, generator, device),
