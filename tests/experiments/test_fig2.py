@@ -32,8 +32,12 @@ def test_arms_follow_the_first_order_rules():
     assert by_label["wrong ω"].method == "dcsgd:randk:ratio=0.03125"
     assert all(a.spec.lr == q.lr for a in panel.arms)
     assert len({a.spec.seed for a in panel.arms}) == len(panel.arms)  # independent draws
-    # σ√d is the preset's per-sample noise norm.
+    # σ√d is the preset's per-sample noise norm, unless the model entry sets its own.
     assert by_label["no rule"].noise * math.sqrt(info["dimension"]) == pytest.approx(210.0)
+    name, model, size, norm = q.models[0]
+    panel, info = fig2.panel_for(name, model, size, q, 0, (1, 28, 28), 10, norm)
+    assert norm == 300.0 and all(a.spec.noise * math.sqrt(info["dimension"]) == pytest.approx(300.0)
+                                 for a in panel.arms)
 
 
 def test_reduced_fig2_end_to_end_and_cached(tmp_path):
