@@ -94,3 +94,41 @@ def test_failing_run_keeps_earlier_runs(tmp_path):
 def test_duplicate_configs_rejected(tmp_path):
     with pytest.raises(ValueError, match="configs"):
         run_sweep([{"a": 1}, {"a": 1}], lambda c: {}, RunCache(tmp_path))
+
+
+def test_parallel_sweep_matches_serial_and_resumes(tmp_path):
+    """jobs=2: two spawned workers; ``dict`` is the (picklable) compute: result = its config."""
+    configs = [{"run": i, "lr": 0.1 * (i + 1)} for i in range(5)]
+    cache = RunCache(tmp_path / "cache")
+    stopped: list[int] = []
+
+    def stop_after_two(index, config, result, cached):
+        stopped.append(index)
+        if len(stopped) == 2:
+            raise Interrupted("simulated Ctrl-C after two finished runs")
+
+    with pytest.raises(Interrupted):
+        run_sweep(configs, dict, cache, on_done=stop_after_two, jobs=2)
+    assert sum(c in cache for c in configs) >= 2  # every run that finished is stored
+    finished = [i for i, c in enumerate(configs) if c in cache]
+
+    seen: list[int] = []
+    outcome = run_sweep(configs, dict, cache, jobs=2,
+                        on_done=lambda i, c, r, cached: seen.append(i))
+    assert outcome.loaded == finished and outcome.computed == sorted(set(range(5)) - set(finished))
+    assert sorted(seen) == list(range(5))
+    assert outcome.results == configs  # config order, whatever order the workers finished in
+    serial = run_sweep(configs, dict, RunCache(tmp_path / "serial"))
+    assert serial.results == outcome.results
+
+
+def test_parallel_sweep_reports_a_failing_run(tmp_path):
+    import operator
+
+    cache = RunCache(tmp_path)
+    configs = [{"run": 0, "result": {"x": 1}}, {"run": 1}]  # run 1 has no "result": KeyError
+    with pytest.raises(KeyError):
+        run_sweep(configs, operator.itemgetter("result"), cache, jobs=2)
+    assert configs[1] not in cache
+    with pytest.raises(ValueError, match="jobs"):
+        run_sweep(configs, dict, cache, jobs=0)

@@ -54,6 +54,9 @@ def test_reduced_fig2_end_to_end_and_cached(tmp_path):
     assert again.data["runs_computed"] == 0 and again.data["runs_cached"] == runs
     assert again.panels == outcome.panels
     assert len(list((tmp_path / "cache" / "fig2").glob("*.json"))) == runs
+    # Two worker processes compute the same runs: the figure does not depend on jobs.
+    parallel = fig2.reproduce(TINY, tmp_path / "jobs2", device="cpu", jobs=2)
+    assert parallel.data["runs_computed"] == runs and parallel.panels == outcome.panels
 
 
 @pytest.mark.slow

@@ -152,3 +152,33 @@ def test_full_preset_warns_without_gpu_for_network_figures(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     warn_full_without_gpu(["figB"], figures, "full")
     assert capsys.readouterr().err == ""
+
+
+def test_cli_jobs_option(tmp_path, monkeypatch, capsys):
+    import compsde.cli.reproduce_cmd as cmd
+
+    calls: list[str] = []
+    figures = _fake_figures(calls)
+    seen = {}
+
+    def parallel_runner(out, preset, seed, progress, jobs=1):
+        seen["jobs"] = jobs
+        png = out / "figD.png"
+        png.write_bytes(b"png")
+        return FigureOutcome("figD", "c", {"p": {"verdict": "pass"}}, png)
+
+    figures["figD"] = Figure("figD", "claim of figD", parallel_runner)
+    monkeypatch.setattr(cmd, "load_all", lambda: figures)
+    assert main(["reproduce", "figD", "--jobs", "0", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: jobs") and len(err.splitlines()) == 1
+    assert main(["reproduce", "figA", "--jobs", "2", "--out", str(tmp_path)]) == 2
+    assert "jobs is available for figure figD, got 'figA'" in capsys.readouterr().err
+    assert main(["reproduce", "figD", "--jobs", "2", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    assert seen == {"jobs": 2} and '"jobs": 2' in (tmp_path / "figD.json").read_text()
+    # `all` passes jobs only to the figures that take it.
+    assert main(["reproduce", "all", "--jobs", "3", "--out", str(tmp_path / "all"),
+                 "--no-progress"]) == 0
+    assert seen == {"jobs": 3} and "4 of 4 figure(s) pass" in (tmp_path / "all" /
+                                                               "REPORT.md").read_text()

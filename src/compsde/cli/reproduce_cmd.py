@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from .._checks import check_int
 from ..experiments import load_all
 from ..experiments.registry import Figure, FigureOutcome
 from ..experiments.report import ReportRow, write_report
@@ -38,6 +39,16 @@ def warn_full_without_gpu(names: list[str], figures: dict[str, Figure], preset: 
         click.echo(f"warning: --full trains paper-scale networks for {', '.join(deep)} and is "
                    f"sized for a GPU; on this CPU it takes days (finished runs are cached, so "
                    f"Ctrl-C loses nothing)", err=True)
+
+
+def _options(figure: Figure, *, distributed: bool, jobs: int) -> dict[str, Any]:
+    """The extra runner options the figure takes: ``distributed`` if set, ``jobs`` if > 1."""
+    options: dict[str, Any] = {}
+    if distributed and _accepts(figure, "distributed"):
+        options["distributed"] = True
+    if jobs > 1 and _accepts(figure, "jobs"):
+        options["jobs"] = jobs
+    return options
 
 
 def run_figure(figure: Figure, out: Path, *, preset: str, seed: int, progress: bool,
@@ -69,7 +80,7 @@ def _command_line() -> str:
 
 
 def reproduce_all(figures: dict[str, Figure], out: Path, *, preset: str, seed: int,
-                  progress: bool, distributed: bool = False,
+                  progress: bool, distributed: bool = False, jobs: int = 1,
                   command: str = "compsde reproduce all") -> list[ReportRow]:
     """Run every figure, rewriting ``OUT/REPORT.md`` after each; returns the report's rows.
 
@@ -88,7 +99,7 @@ def reproduce_all(figures: dict[str, Figure], out: Path, *, preset: str, seed: i
     write()
     for name in names:
         figure = figures[name]
-        options = {"distributed": True} if distributed and _accepts(figure, "distributed") else {}
+        options = _options(figure, distributed=distributed, jobs=jobs)
         click.echo(f"== {name}: {figure.claim}")
         begun = time.perf_counter()
         try:
@@ -120,20 +131,24 @@ def reproduce_all(figures: dict[str, Figure], out: Path, *, preset: str, seed: i
 @click.option("--distributed", is_flag=True, default=False,
               help="fig2/fig4: run each training run with torchrun (one process per agent) "
                    "instead of simulating the agents in one process")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="fig2/fig4: training runs computed at once, each in its own process "
+                   "(e.g. the number of CPU cores; results do not depend on it)")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def reproduce_command(name: str, preset: str, out: Path, seed: int, distributed: bool,
-                      progress: bool) -> None:
+                      jobs: int, progress: bool) -> None:
     """Reproduce figure NAME of the paper (fig1, fig2, …) or `all` of them.
 
     Writes OUT/NAME.png and OUT/NAME.json; `all` also writes OUT/REPORT.md. Finished training
     runs are cached under OUT/cache and reused when the command is started again.
     """
+    jobs = check_int("jobs", jobs, minimum=1)
     figures = load_all()
     show = progress_enabled(progress)
     if name == "all":
         warn_full_without_gpu(sorted(figures), figures, preset)
         rows = reproduce_all(figures, out, preset=preset, seed=seed, progress=show,
-                             distributed=distributed, command=_command_line())
+                             distributed=distributed, jobs=jobs, command=_command_line())
         if any(r.status != "pass" for r in rows):
             raise click.exceptions.Exit(1)
         return
@@ -141,13 +156,12 @@ def reproduce_command(name: str, preset: str, out: Path, seed: int, distributed:
         raise ValueError(f"figure must be one of all, {', '.join(sorted(figures))}, "
                          f"got {name!r}")
     figure = figures[name]
-    options: dict[str, Any] = {}
-    if distributed:
-        able = sorted(n for n, f in figures.items() if _accepts(f, "distributed"))
-        if name not in able:
-            raise ValueError(f"distributed is available for figure {', '.join(able) or '(none)'}"
+    for option, wanted in (("distributed", distributed), ("jobs", jobs > 1)):
+        able = sorted(n for n, f in figures.items() if _accepts(f, option))
+        if wanted and name not in able:
+            raise ValueError(f"{option} is available for figure {', '.join(able) or '(none)'}"
                              f", got {name!r}")
-        options["distributed"] = True
+    options = _options(figure, distributed=distributed, jobs=jobs)
     warn_full_without_gpu([name], figures, preset)
     outcome = run_figure(figure, out, preset=preset, seed=seed, progress=show, options=options)
     _echo_outcome(name, outcome, out)

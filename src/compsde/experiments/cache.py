@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import check_int
 from ..io import write_json
 
 CODE_VERSION = "compsde-runs-1"
@@ -114,39 +116,92 @@ def run_sweep(configs: Sequence[Mapping[str, Any]],
               compute: Callable[[Mapping[str, Any]], Mapping[str, Any]],
               cache: RunCache, *, progress: bool = False, desc: str = "runs",
               on_done: Callable[[int, Mapping[str, Any], dict[str, Any], bool], None]
-              | None = None) -> SweepOutcome:
+              | None = None, jobs: int = 1) -> SweepOutcome:
     """Run ``compute(config)`` for every config not yet in ``cache``; store each as it finishes.
 
     ``on_done(index, config, result, cached)`` is called after every run (loaded or computed);
     an exception raised there (or a KeyboardInterrupt anywhere) stops the sweep, and every run
     finished before it stays cached, so calling ``run_sweep`` again resumes where it stopped.
     A result that is not JSON-serialisable raises ``ValueError`` before anything is written.
-    """
-    import time
 
+    ``jobs > 1`` computes that many runs at once in worker processes (``spawn``); ``compute``
+    must then be picklable (a module-level function or a ``functools.partial`` of one). Results
+    come back in config order either way; ``on_done`` sees runs in the order they finish.
+    """
     from tqdm.auto import tqdm
 
-    outcome = SweepOutcome(results=[])
+    jobs = check_int("jobs", jobs, minimum=1)
+    outcome = SweepOutcome(results=[{}] * len(configs))
     keys = [cache.key(c) for c in configs]  # validates every config before any work
     if len(set(keys)) != len(keys):
         raise ValueError("configs must be distinct (two configs of the sweep hash to the same "
                          "key)")
     with tqdm(total=len(configs), desc=desc, disable=not progress, leave=False) as bar:
-        for index, config in enumerate(configs):
-            result = cache.load(config)
-            cached = result is not None
-            if result is None:
-                started = time.perf_counter()
-                result = dict(compute(config))
-                outcome.seconds_computing += time.perf_counter() - started
-                cache.store(config, result)
-                result = cache.load(config)  # exactly what a later resume would see
-                assert result is not None
-                outcome.computed.append(index)
-            else:
-                outcome.loaded.append(index)
-            outcome.results.append(result)
+
+        def finish(index: int, result: dict[str, Any], cached: bool) -> None:
+            (outcome.loaded if cached else outcome.computed).append(index)
+            outcome.results[index] = result
             bar.update(1)
             if on_done is not None:
-                on_done(index, config, result, cached)
+                on_done(index, configs[index], result, cached)
+
+        pending = []
+        for index, config in enumerate(configs):
+            result = cache.load(config)
+            if result is not None:
+                finish(index, result, True)
+            elif jobs == 1:
+                finish(index, _compute_and_store(compute, config, cache, outcome), False)
+            else:
+                pending.append(index)
+        if pending:
+            _run_parallel(pending, configs, compute, cache, outcome, jobs, finish)
+    outcome.computed.sort()
+    outcome.loaded.sort()
     return outcome
+
+
+def _compute_and_store(compute: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+                       config: Mapping[str, Any], cache: RunCache,
+                       outcome: SweepOutcome) -> dict[str, Any]:
+    started = time.perf_counter()
+    result = dict(compute(config))
+    outcome.seconds_computing += time.perf_counter() - started
+    return _store(config, result, cache)
+
+
+def _store(config: Mapping[str, Any], result: dict[str, Any], cache: RunCache) -> dict[str, Any]:
+    cache.store(config, result)
+    stored = cache.load(config)  # exactly what a later resume would see
+    assert stored is not None
+    return stored
+
+
+def _timed(compute: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+           config: Mapping[str, Any]) -> tuple[dict[str, Any], float]:
+    started = time.perf_counter()
+    return dict(compute(config)), time.perf_counter() - started
+
+
+def _run_parallel(pending: list[int], configs: Sequence[Mapping[str, Any]],
+                  compute: Callable[[Mapping[str, Any]], Mapping[str, Any]], cache: RunCache,
+                  outcome: SweepOutcome, jobs: int,
+                  finish: Callable[[int, dict[str, Any], bool], None]) -> None:
+    """Compute ``pending`` runs in ``jobs`` worker processes; store each as it finishes."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=context) as pool:
+        futures = {pool.submit(_timed, compute, configs[i]): i for i in pending}
+        try:
+            while futures:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = futures.pop(future)
+                    result, seconds = future.result()
+                    outcome.seconds_computing += seconds
+                    finish(index, _store(configs[index], result, cache), False)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise

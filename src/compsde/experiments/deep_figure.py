@@ -18,6 +18,7 @@ confidence (99 %) and S are fixed in the presets before any run.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -120,19 +121,22 @@ def judge(panel: Panel, confidence: float = LEVEL) -> dict[str, Any]:
 Compute = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+def train_config(config: dict[str, Any], device: str = "cpu",
+                 progress: bool = False) -> dict[str, Any]:
+    """Train the run of a cached config in this process (agents simulated with vmap)."""
+    return train(TrainSpec.from_config(config), device=device, progress=progress)
+
+
 def local_compute(device: str, progress: bool = False) -> Compute:
-    """Train a run in this process (agents simulated with vmap)."""
-
-    def compute(config: dict[str, Any]) -> dict[str, Any]:
-        return train(TrainSpec.from_config(config), device=device, progress=progress)
-
-    return compute
+    """:func:`train_config` on ``device`` (picklable, so sweeps can run it in workers)."""
+    return functools.partial(train_config, device=device, progress=progress)
 
 
 def run_panels(panels: Sequence[Panel], cache: RunCache, compute: Compute, *,
                progress: bool = False, desc: str = "runs",
-               extra_key: dict[str, Any] | None = None) -> SweepOutcome:
-    """Train every arm of every panel (cached; shared arms run once) and judge each panel."""
+               extra_key: dict[str, Any] | None = None, jobs: int = 1) -> SweepOutcome:
+    """Train every arm of every panel (cached; shared arms run once; ``jobs`` at a time) and
+    judge each panel."""
     configs: list[dict[str, Any]] = []
     index: dict[str, int] = {}
     for panel in panels:
@@ -142,7 +146,7 @@ def run_panels(panels: Sequence[Panel], cache: RunCache, compute: Compute, *,
             if key not in index:
                 index[key] = len(configs)
                 configs.append(config)
-    sweep = run_sweep(configs, compute, cache, progress=progress, desc=desc)
+    sweep = run_sweep(configs, compute, cache, progress=progress, desc=desc, jobs=jobs)
     for panel in panels:
         panel.results = [sweep.results[index[cache.key(a.spec.config() | (extra_key or {}))]]
                          for a in panel.arms]

@@ -14,6 +14,7 @@ own keys (``backend: torchrun``), never mixed with simulated ones.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -93,12 +94,13 @@ def run_torchrun(spec: TrainSpec, *, device: str = "cpu", timeout: float | None 
             "seconds": time.perf_counter() - started}
 
 
+def torchrun_config(config: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
+    """Train the run of a cached config (with the torchrun key fields) with torchrun."""
+    plain = {k: v for k, v in config.items() if k not in torchrun_key()}
+    return run_torchrun(TrainSpec.from_config(plain), device=device)
+
+
 def torchrun_compute(device: str, progress: bool = False
                      ) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """A sweep ``compute`` that runs each config with torchrun."""
-
-    def compute(config: dict[str, Any]) -> dict[str, Any]:
-        plain = {k: v for k, v in config.items() if k not in torchrun_key()}
-        return run_torchrun(TrainSpec.from_config(plain), device=device)
-
-    return compute
+    """A sweep ``compute`` that runs each config with torchrun (picklable)."""
+    return functools.partial(torchrun_config, device=device)

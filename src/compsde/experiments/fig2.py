@@ -146,8 +146,10 @@ def panel_for(name: str, model: str, image_size: int, p: Preset, seed: int,
 
 
 def reproduce(p: Preset, out: Path, *, seed: int = 0, progress: bool = False,
-              distributed: bool = False, device: str | None = None) -> FigureOutcome:
-    """Train every arm of every panel (cached under ``out/cache/fig2``), judge, plot."""
+              distributed: bool = False, device: str | None = None,
+              jobs: int = 1) -> FigureOutcome:
+    """Train every arm of every panel (cached under ``out/cache/fig2``; ``jobs`` runs at a
+    time in worker processes), judge, plot."""
     device = device or default_device()
     panels, numbers = [], {}
     for name, model, size, *norm in p.models:
@@ -161,9 +163,9 @@ def reproduce(p: Preset, out: Path, *, seed: int = 0, progress: bool = False,
 
         compute, extra = torchrun_compute(device, progress), torchrun_key()
     else:
-        compute, extra = local_compute(device, progress), None
+        compute, extra = local_compute(device, progress and jobs == 1), None
     sweep = run_panels(panels, cache, compute, progress=progress, desc="fig2 runs",
-                       extra_key=extra)
+                       extra_key=extra, jobs=jobs)
     png = plot_panels(panels, Path(out) / "fig2.png",
                       "Figure 2 — DCSGD with the scaling rules (green) recovers DSGD (black); "
                       "breaking them (red) does not", NOTE)
@@ -190,7 +192,7 @@ NOTE = ("Training loss on a fixed training subset. Gaussian gradient noise is in
 
 @figure("fig2", CLAIM)
 def run(out: Path, preset: str = "quick", seed: int = 0, progress: bool = False,
-        distributed: bool = False) -> FigureOutcome:
+        distributed: bool = False, jobs: int = 1) -> FigureOutcome:
     """Reproduce figure 2 with the ``quick`` or ``full`` preset."""
     return reproduce(PRESETS[preset], out, seed=seed, progress=progress,
-                     distributed=distributed)
+                     distributed=distributed, jobs=jobs)

@@ -137,8 +137,10 @@ def panels_for(name: str, model: str, image_size: int, p: Preset, seed: int,
 
 
 def reproduce(p: Preset, out: Path, *, seed: int = 0, progress: bool = False,
-              distributed: bool = False, device: str | None = None) -> FigureOutcome:
-    """Train every arm (cached under ``out/cache/fig4``), judge each panel, plot."""
+              distributed: bool = False, device: str | None = None,
+              jobs: int = 1) -> FigureOutcome:
+    """Train every arm (cached under ``out/cache/fig4``; ``jobs`` runs at a time in worker
+    processes), judge each panel, plot."""
     device = device or default_device()
     panels: list[Panel] = []
     numbers = {}
@@ -153,9 +155,9 @@ def reproduce(p: Preset, out: Path, *, seed: int = 0, progress: bool = False,
 
         compute, extra = torchrun_compute(device, progress), torchrun_key()
     else:
-        compute, extra = local_compute(device, progress), None
+        compute, extra = local_compute(device, progress and jobs == 1), None
     sweep = run_panels(panels, cache, compute, progress=progress, desc="fig4 runs",
-                       extra_key=extra)
+                       extra_key=extra, jobs=jobs)
     png = plot_panels(panels, Path(out) / "fig4.png",
                       "Figure 4 — DSignSGD with its scaling rule (green) recovers "
                       "DSignSGD(η, B, N) (black); breaking it (red) does not", NOTE, columns=2)
@@ -180,7 +182,7 @@ NOTE = ("Training loss on a fixed training subset. Gaussian gradient noise is in
 
 @figure("fig4", CLAIM)
 def run(out: Path, preset: str = "quick", seed: int = 0, progress: bool = False,
-        distributed: bool = False) -> FigureOutcome:
+        distributed: bool = False, jobs: int = 1) -> FigureOutcome:
     """Reproduce figure 4 with the ``quick`` or ``full`` preset."""
     return reproduce(PRESETS[preset], out, seed=seed, progress=progress,
-                     distributed=distributed)
+                     distributed=distributed, jobs=jobs)
