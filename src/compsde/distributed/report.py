@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..io import save_figure
+from ..plotting import spans_decades
 
 
 def plot_history(steps: Sequence[int], loss: Sequence[float], path: str | Path,
@@ -25,8 +27,7 @@ def plot_history(steps: Sequence[int], loss: Sequence[float], path: str | Path,
         smooth = np.convolve(values, np.ones(window) / window, mode="valid")
         ax.plot(np.asarray(steps)[window - 1:], smooth, color="C0",
                 label=f"moving average over {window} steps")
-    finite = values[np.isfinite(values) & (values > 0)]
-    if finite.size > 1 and finite.max() / finite.min() > 30:
+    if spans_decades(values, math.log10(30)):
         ax.set_yscale("log")
     ax.set_xlabel("step k")
     ax.set_ylabel("training cross-entropy")

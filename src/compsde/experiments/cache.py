@@ -151,7 +151,9 @@ def run_sweep(configs: Sequence[Mapping[str, Any]],
             if result is not None:
                 finish(index, result, True)
             elif jobs == 1:
-                finish(index, _compute_and_store(compute, config, cache, outcome), False)
+                result, seconds = _timed(compute, config)
+                outcome.seconds_computing += seconds
+                finish(index, _store(config, result, cache), False)
             else:
                 pending.append(index)
         if pending:
@@ -159,15 +161,6 @@ def run_sweep(configs: Sequence[Mapping[str, Any]],
     outcome.computed.sort()
     outcome.loaded.sort()
     return outcome
-
-
-def _compute_and_store(compute: Callable[[Mapping[str, Any]], Mapping[str, Any]],
-                       config: Mapping[str, Any], cache: RunCache,
-                       outcome: SweepOutcome) -> dict[str, Any]:
-    started = time.perf_counter()
-    result = dict(compute(config))
-    outcome.seconds_computing += time.perf_counter() - started
-    return _store(config, result, cache)
 
 
 def _store(config: Mapping[str, Any], result: dict[str, Any], cache: RunCache) -> dict[str, Any]:

@@ -141,6 +141,13 @@ def data_shape(data: str, image_size: int = 0) -> tuple[tuple[int, int, int], in
     return ((c, image_size, image_size) if image_size else (c, h, w)), dataset.classes
 
 
+def model_dimension(model: str, shape: tuple[int, int, int], classes: int) -> int:
+    """d: the number of parameters of ``compsde.nn`` model ``model`` on images of ``shape``."""
+    from ..nn import count_parameters, make_model
+
+    return count_parameters(make_model(model, shape, classes, seed=0))
+
+
 @lru_cache(maxsize=4)
 def prepare_data(data: str, image_size: int, train_size: int, eval_size: int) -> Prepared:
     """Take a fixed training subset of ``data``, downsample it, standardise it (once per process).

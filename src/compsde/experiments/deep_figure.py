@@ -154,6 +154,32 @@ def run_panels(panels: Sequence[Panel], cache: RunCache, compute: Compute, *,
     return sweep
 
 
+def train_panels(panels: Sequence[Panel], folder: Path, *, device: str,
+                 distributed: bool = False, jobs: int = 1, progress: bool = False,
+                 desc: str = "runs") -> dict[str, Any]:
+    """Train and judge every panel: runs cached in ``folder``, computed in this process (vmap
+    over agents) or with torchrun (``distributed``), ``jobs`` at a time. Returns the sweep's
+    part of the figure's JSON: device, backend, run counts, training time and the curves."""
+    if distributed:
+        from .deep_torchrun import torchrun_compute, torchrun_key
+
+        compute, extra = torchrun_compute(device, progress), torchrun_key()
+    else:
+        compute, extra = local_compute(device, progress and jobs == 1), None
+    sweep = run_panels(panels, RunCache(folder), compute, progress=progress, desc=desc,
+                       extra_key=extra, jobs=jobs)
+    return {"device": device,
+            "backend": "torchrun" if distributed else "simulated agents (vmap)",
+            "runs_computed": len(sweep.computed), "runs_cached": len(sweep.loaded),
+            "training_seconds": sum(r.get("seconds", 0.0) for r in sweep.results),
+            "confidence": LEVEL,
+            "curves": {panel.name: [{"label": a.label, "role": a.role,
+                                     "time_unit": a.time_unit, "steps": r["steps"],
+                                     "loss": r["loss"]}
+                                    for a, r in zip(panel.arms, panel.results, strict=True)]
+                       for panel in panels}}
+
+
 def plot_panels(panels: Sequence[Panel], path: Path, title: str, note: str,
                 columns: int | None = None) -> Path:
     """One PNG, a subplot per panel: training loss against the panel's x-axis; the grey band

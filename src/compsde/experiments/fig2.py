@@ -42,11 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import compressors
-from ..nn import make_model
 from ..scaling import dcsgd_from_dsgd
-from .cache import RunCache
-from .deep import TrainSpec, data_shape, default_device
-from .deep_figure import LEVEL, Arm, Panel, local_compute, plot_panels, run_panels
+from .deep import TrainSpec, data_shape, default_device, model_dimension
+from .deep_figure import Arm, Panel, plot_panels, train_panels
 from .registry import FigureOutcome, figure
 
 CLAIM = ("DCSGD whose (lr, batch, agents) follow the scaling rules recovers the training loss "
@@ -95,18 +93,12 @@ FULL = Preset(
 PRESETS = {"quick": QUICK, "full": FULL}
 
 
-def _dimension(model: str, data_shape: tuple[int, int, int], classes: int) -> int:
-    from ..nn import count_parameters
-
-    return count_parameters(make_model(model, data_shape, classes, seed=0))
-
-
 def panel_for(name: str, model: str, image_size: int, p: Preset, seed: int,
               shape: tuple[int, int, int], classes: int,
               noise_norm: float | None = None) -> tuple[Panel, dict[str, Any]]:
     """The arms of one network's panel (σ√d = ``noise_norm``, default the preset's), and the
     numbers behind them."""
-    d = _dimension(model, shape, classes)
+    d = model_dimension(model, shape, classes)
     omega = compressors.make(p.compressor).omega(d)
     sigma = (p.noise_norm if noise_norm is None else noise_norm) / math.sqrt(d)
     base = TrainSpec(model=model, data=p.data, method="dsgd", lr=p.lr, batch=p.batch,
@@ -157,28 +149,14 @@ def reproduce(p: Preset, out: Path, *, seed: int = 0, progress: bool = False,
         panel, info = panel_for(name, model, size, p, seed, shape, classes, *norm)
         panels.append(panel)
         numbers[name] = info
-    cache = RunCache(Path(out) / "cache" / "fig2")
-    if distributed:
-        from .deep_torchrun import torchrun_compute, torchrun_key
-
-        compute, extra = torchrun_compute(device, progress), torchrun_key()
-    else:
-        compute, extra = local_compute(device, progress and jobs == 1), None
-    sweep = run_panels(panels, cache, compute, progress=progress, desc="fig2 runs",
-                       extra_key=extra, jobs=jobs)
+    trained = train_panels(panels, Path(out) / "cache" / "fig2", device=device,
+                           distributed=distributed, jobs=jobs, progress=progress,
+                           desc="fig2 runs")
     png = plot_panels(panels, Path(out) / "fig2.png",
                       "Figure 2 — DCSGD with the scaling rules (green) recovers DSGD (black); "
                       "breaking them (red) does not", NOTE)
     outcome_panels = {p_.name: p_.judgement for p_ in panels}
-    data_out = {"note": NOTE, "preset": asdict(p), "numbers": numbers, "device": device,
-                "backend": "torchrun" if distributed else "simulated agents (vmap)",
-                "runs_computed": len(sweep.computed), "runs_cached": len(sweep.loaded),
-                "training_seconds": sum(r.get("seconds", 0.0) for r in sweep.results),
-                "confidence": LEVEL,
-                "curves": {p_.name: [{"label": a.label, "role": a.role,
-                                      "steps": r["steps"], "loss": r["loss"]}
-                                     for a, r in zip(p_.arms, p_.results, strict=True)]
-                           for p_ in panels}}
+    data_out = {"note": NOTE, "preset": asdict(p), "numbers": numbers, **trained}
     return FigureOutcome("fig2", CLAIM, outcome_panels, png, data_out)
 
 

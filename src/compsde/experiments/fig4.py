@@ -37,10 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from ..scaling import dsignsgd_rules
-from .cache import RunCache
-from .deep import TrainSpec, data_shape, default_device
-from .deep_figure import LEVEL, Arm, Panel, local_compute, plot_panels, run_panels
-from .fig2 import _dimension
+from .deep import TrainSpec, data_shape, default_device, model_dimension
+from .deep_figure import Arm, Panel, plot_panels, train_panels
 from .registry import FigureOutcome, figure
 
 CLAIM = ("DSignSGD run with its scaling rule, (κη, B, κN) at equal time or (κη, B/κ², κ²N) at "
@@ -95,7 +93,7 @@ PRESETS = {"quick": QUICK, "full": FULL}
 def panels_for(name: str, model: str, image_size: int, p: Preset, seed: int,
                shape: tuple[int, int, int], classes: int) -> tuple[list[Panel], dict[str, Any]]:
     """The (T) and (K) panels of one network, and the numbers behind them."""
-    d = _dimension(model, shape, classes)
+    d = model_dimension(model, shape, classes)
     sigma = p.noise_norm / math.sqrt(d)
     k = p.kappa
     base = TrainSpec(model=model, data=p.data, method="dsignsgd", lr=p.lr, batch=p.batch,
@@ -149,27 +147,13 @@ def reproduce(p: Preset, out: Path, *, seed: int = 0, progress: bool = False,
         pair, info = panels_for(name, model, size, p, seed, shape, classes)
         panels += pair
         numbers[name] = info
-    cache = RunCache(Path(out) / "cache" / "fig4")
-    if distributed:
-        from .deep_torchrun import torchrun_compute, torchrun_key
-
-        compute, extra = torchrun_compute(device, progress), torchrun_key()
-    else:
-        compute, extra = local_compute(device, progress and jobs == 1), None
-    sweep = run_panels(panels, cache, compute, progress=progress, desc="fig4 runs",
-                       extra_key=extra, jobs=jobs)
+    trained = train_panels(panels, Path(out) / "cache" / "fig4", device=device,
+                           distributed=distributed, jobs=jobs, progress=progress,
+                           desc="fig4 runs")
     png = plot_panels(panels, Path(out) / "fig4.png",
                       "Figure 4 — DSignSGD with its scaling rule (green) recovers "
                       "DSignSGD(η, B, N) (black); breaking it (red) does not", NOTE, columns=2)
-    data_out = {"note": NOTE, "preset": asdict(p), "numbers": numbers, "device": device,
-                "backend": "torchrun" if distributed else "simulated agents (vmap)",
-                "runs_computed": len(sweep.computed), "runs_cached": len(sweep.loaded),
-                "training_seconds": sum(r.get("seconds", 0.0) for r in sweep.results),
-                "confidence": LEVEL,
-                "curves": {pn.name: [{"label": a.label, "role": a.role, "time_unit":
-                                      a.time_unit, "steps": r["steps"], "loss": r["loss"]}
-                                     for a, r in zip(pn.arms, pn.results, strict=True)]
-                           for pn in panels}}
+    data_out = {"note": NOTE, "preset": asdict(p), "numbers": numbers, **trained}
     return FigureOutcome("fig4", CLAIM, {pn.name: pn.judgement for pn in panels}, png,
                          data_out)
 
