@@ -132,3 +132,56 @@ def test_parallel_sweep_reports_a_failing_run(tmp_path):
     assert configs[1] not in cache
     with pytest.raises(ValueError, match="jobs"):
         run_sweep(configs, dict, cache, jobs=0)
+
+
+def test_the_key_depends_on_the_code(monkeypatch, tmp_path):
+    """A run computed by other code never answers for this code (the key holds a source hash)."""
+    from compsde.experiments import cache as cache_module
+
+    config = {"method": "dsgd", "lr": 0.1}
+    store = RunCache(tmp_path)
+    store.store(config, {"level": 1.0})
+    assert store.load(config) == {"level": 1.0}
+    fingerprint = cache_module.code_fingerprint()
+    assert fingerprint.split("+")[1] and len(fingerprint.split("+")[1]) == 16
+    monkeypatch.setattr(cache_module, "code_fingerprint", lambda: "0.1.0+edited")
+    assert RunCache(tmp_path).load(config) is None
+    assert config_key(config) != store.key(config)
+
+
+def test_code_fingerprint_hashes_the_package_source(monkeypatch, tmp_path):
+    from compsde.experiments import cache as cache_module
+
+    package = tmp_path / "compsde"
+    (package / "experiments").mkdir(parents=True)
+    (package / "a.py").write_text("x = 1\n")
+    (package / "experiments" / "cache.py").write_text("")
+    monkeypatch.setattr(cache_module, "__file__", str(package / "experiments" / "cache.py"))
+    cache_module.code_fingerprint.cache_clear()
+    try:
+        first = cache_module.code_fingerprint()
+        (package / "a.py").write_text("x = 2\n")
+        cache_module.code_fingerprint.cache_clear()
+        assert cache_module.code_fingerprint() != first
+    finally:
+        cache_module.code_fingerprint.cache_clear()
+
+
+def test_recomputing_misses_every_entry_and_refreshes_it(tmp_path):
+    from compsde.experiments.cache import recomputing
+
+    calls = []
+
+    def compute(config):
+        calls.append(config["i"])
+        return {"value": config["i"] * 2}
+
+    configs = [{"i": i} for i in range(3)]
+    store = RunCache(tmp_path)
+    run_sweep(configs, compute, store)
+    run_sweep(configs, compute, store)
+    assert calls == [0, 1, 2]
+    with recomputing():
+        again = run_sweep(configs, compute, store)
+    assert calls == [0, 1, 2, 0, 1, 2] and again.computed == [0, 1, 2]
+    assert store.load(configs[0]) == {"value": 0}

@@ -35,7 +35,7 @@ def test_judge_green_inside_red_outside():
     roles = {k: "reference" for k in refs} | {"g": "follows", "r": "breaks", "x": "breaks"}
     ok = judge(_panel(refs | {"g": 1.03, "r": 1.5, "x": math.inf}, roles))
     assert ok["verdict"] == "pass", ok["detail"]
-    assert ok["tolerance"] == pytest.approx(prediction_tolerance(list(refs.values())))
+    assert ok["interval"] == pytest.approx(prediction_tolerance(list(refs.values())))
     bad = judge(_panel(refs | {"g": 1.5, "r": 1.01, "x": math.inf}, roles))
     assert bad["verdict"] == "fail" and "not as claimed: g, r" in bad["detail"]
     diverged_ref = judge(_panel(refs | {"r0": math.inf, "g": 1.0, "r": 2.0, "x": 2.0}, roles))

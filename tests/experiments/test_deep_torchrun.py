@@ -43,7 +43,7 @@ def test_fig2_distributed_end_to_end(tmp_path):
     outcome = fig2.reproduce(preset, tmp_path, device="cpu", distributed=True)
     assert outcome.data["backend"] == "torchrun" and outcome.data["runs_computed"] == 6
     panel = outcome.panels["vit"]
-    assert panel["verdict"] in ("pass", "fail") and math.isfinite(panel["tolerance"])
+    assert panel["verdict"] in ("pass", "fail") and math.isfinite(panel["interval"])
     cached = fig2.reproduce(preset, tmp_path, device="cpu", distributed=True)
     assert cached.data["runs_cached"] == 6 and cached.panels == outcome.panels
     # Simulated runs live under other keys: nothing is reused across backends.

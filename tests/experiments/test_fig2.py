@@ -45,7 +45,7 @@ def test_reduced_fig2_end_to_end_and_cached(tmp_path):
     assert set(outcome.panels) == {"vit", "resnet"}
     for panel in outcome.panels.values():
         assert panel["verdict"] in ("pass", "fail")
-        assert panel["tolerance"] > 0 and len(panel["runs"]) == TINY.ref_seeds + 4
+        assert panel["interval"] > 0 and len(panel["runs"]) == TINY.ref_seeds + 4
     assert outcome.png.stat().st_size > 20_000
     runs = 2 * (TINY.ref_seeds + 4)
     assert outcome.data["runs_computed"] == runs and outcome.data["runs_cached"] == 0
@@ -80,4 +80,4 @@ def test_full_fig2_preset_runs_end_to_end_on_cpu_at_two_steps(tmp_path):
     outcome = fig2.reproduce(preset, tmp_path, device="cpu")
     assert outcome.data["numbers"]["resnet"]["dimension"] > 10_000_000
     assert outcome.data["numbers"]["vit"]["dimension"] > 20_000_000
-    assert all(math.isfinite(p["tolerance"]) for p in outcome.panels.values())
+    assert all(math.isfinite(p["interval"]) for p in outcome.panels.values())

@@ -7,7 +7,7 @@ import sys
 import click
 
 from .advise_cmd import advise_command
-from .common import run_cli
+from .common import run_cli, use_file_backend
 from .demo_cmd import demo_command
 from .reproduce_cmd import reproduce_command
 from .scale_cmd import scale_command
@@ -35,6 +35,7 @@ cli.add_command(advise_command)
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``compsde`` console script."""
+    use_file_backend()
     code = run_cli(cli, argv)
     if argv is None:
         sys.exit(code)

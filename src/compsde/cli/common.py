@@ -35,6 +35,16 @@ def run_cli(group: click.Group, argv: list[str] | None) -> int:
     return code if isinstance(code, int) else 0
 
 
+def use_file_backend() -> None:
+    """Draw with matplotlib's non-interactive Agg backend: command-line runs only write PNGs.
+
+    Library modules never choose a backend; only entry points call this.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
 def problem_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The flags every simulation-like command shares (DESIGN.md contracts)."""
     options = [

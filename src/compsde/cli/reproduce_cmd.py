@@ -22,7 +22,6 @@ from .._checks import check_int
 from ..experiments import load_all
 from ..experiments.registry import Figure, FigureOutcome
 from ..experiments.report import ReportRow, write_report
-from ..io import write_json
 from .common import progress_enabled
 
 
@@ -52,19 +51,10 @@ def _options(figure: Figure, *, distributed: bool, jobs: int) -> dict[str, Any]:
 
 
 def run_figure(figure: Figure, out: Path, *, preset: str, seed: int, progress: bool,
-               options: dict[str, Any] | None = None) -> FigureOutcome:
+               options: dict[str, Any] | None = None, use_cache: bool = True) -> FigureOutcome:
     """``figure.run`` with extra runner options (e.g. ``distributed``) where given."""
-    if not options:
-        return figure.run(out, preset=preset, seed=seed, progress=progress)
-    # The steps of registry.Figure.run, with the extra keyword arguments passed through.
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    outcome = figure.runner(out=out, preset=preset, seed=seed, progress=progress, **options)
-    outcome.seconds = time.perf_counter() - started
-    write_json(out / f"{figure.name}.json",
-               outcome.to_dict() | {"preset": preset, "seed": seed, **options})
-    return outcome
+    return figure.run(out, preset=preset, seed=seed, progress=progress, use_cache=use_cache,
+                      **(options or {}))
 
 
 def _echo_outcome(name: str, outcome: FigureOutcome, out: Path) -> None:
@@ -81,7 +71,8 @@ def _command_line() -> str:
 
 def reproduce_all(figures: dict[str, Figure], out: Path, *, preset: str, seed: int,
                   progress: bool, distributed: bool = False, jobs: int = 1,
-                  command: str = "compsde reproduce all") -> list[ReportRow]:
+                  command: str = "compsde reproduce all",
+                  use_cache: bool = True) -> list[ReportRow]:
     """Run every figure, rewriting ``OUT/REPORT.md`` after each; returns the report's rows.
 
     A figure whose code raises is reported as ``error`` and the others still run; an interrupt
@@ -104,7 +95,7 @@ def reproduce_all(figures: dict[str, Figure], out: Path, *, preset: str, seed: i
         begun = time.perf_counter()
         try:
             outcome = run_figure(figure, out, preset=preset, seed=seed, progress=progress,
-                                 options=options)
+                                 options=options, use_cache=use_cache)
         except Exception as exc:  # a broken figure must not hide the others' results
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
             click.echo(f"{name}: error — {reason}", err=True)
@@ -134,9 +125,11 @@ def reproduce_all(figures: dict[str, Figure], out: Path, *, preset: str, seed: i
 @click.option("--jobs", type=int, default=1, show_default=True,
               help="fig2/fig4: training runs computed at once, each in its own process "
                    "(e.g. the number of CPU cores; results do not depend on it)")
+@click.option("--no-cache", "no_cache", is_flag=True, default=False,
+              help="recompute every run instead of reusing OUT/cache (the cache is refreshed)")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def reproduce_command(name: str, preset: str, out: Path, seed: int, distributed: bool,
-                      jobs: int, progress: bool) -> None:
+                      jobs: int, no_cache: bool, progress: bool) -> None:
     """Reproduce figure NAME of the paper (fig1, fig2, …) or `all` of them.
 
     Writes OUT/NAME.png and OUT/NAME.json; `all` also writes OUT/REPORT.md. Finished training
@@ -148,7 +141,8 @@ def reproduce_command(name: str, preset: str, out: Path, seed: int, distributed:
     if name == "all":
         warn_full_without_gpu(sorted(figures), figures, preset)
         rows = reproduce_all(figures, out, preset=preset, seed=seed, progress=show,
-                             distributed=distributed, jobs=jobs, command=_command_line())
+                             distributed=distributed, jobs=jobs, command=_command_line(),
+                             use_cache=not no_cache)
         if any(r.status != "pass" for r in rows):
             raise click.exceptions.Exit(1)
         return
@@ -163,7 +157,8 @@ def reproduce_command(name: str, preset: str, out: Path, seed: int, distributed:
                              f", got {name!r}")
     options = _options(figure, distributed=distributed, jobs=jobs)
     warn_full_without_gpu([name], figures, preset)
-    outcome = run_figure(figure, out, preset=preset, seed=seed, progress=show, options=options)
+    outcome = run_figure(figure, out, preset=preset, seed=seed, progress=show, options=options,
+                         use_cache=not no_cache)
     _echo_outcome(name, outcome, out)
     if outcome.verdict != "pass":
         raise click.exceptions.Exit(1)

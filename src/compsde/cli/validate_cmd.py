@@ -72,13 +72,17 @@ def validate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
         for row, ok in zip(result_sweep.details, result_sweep.resolved, strict=True):
             click.echo(f"  lr={row['lr']:<10g} weak error {row['weak_error']:.3g} ± "
                        f"{row['se']:.2g} (se){'' if ok else '  [below 2 se: noise-dominated]'}")
-        click.echo(f"weak error ~ lr^{result_sweep.slope:.2f} at T={result_sweep.horizon:g} "
-                   f"(order-1 SDE: slope 1)")
+        judged = result_sweep.judgement
+        click.echo(f"weak error ~ lr^{result_sweep.slope:.2f} ± {result_sweep.slope_se:.2g} "
+                   f"(se) at T={result_sweep.horizon:g}, fitted on the resolved points; "
+                   f"order-1 SDE: slope 1 within tolerance {judged['checks'][1]['tolerance']:.2g}"
+                   f"; verdict: {judged['verdict']}")
     path = write_json(out / "result.json", payload)
     click.echo(f"wrote {path}")
     if plot:
         click.echo(f"wrote {_plot(check, result_sweep, out / 'loss.png')}")
-    if check.verdict != "pass":
+    if check.verdict != "pass" or (result_sweep is not None
+                                   and result_sweep.judgement["verdict"] != "pass"):
         raise click.exceptions.Exit(1)
 
 
@@ -92,23 +96,37 @@ def _plot(check, sweep, path: Path) -> Path:  # type: ignore[no-untyped-def]
         ax.fill_between(res.time, res.loss_mean - 1.96 * res.loss_se,
                         res.loss_mean + 1.96 * res.loss_se, color=color, alpha=0.2, lw=0)
     cfg = check.algorithm.config
-    ax.set_title(f"{cfg['method']} vs its SDE: {check.verdict} "
-                 f"(largest gap {check.stats['max_z']:.1f} SE)", fontsize=10)
+    ax.set_title(f"{cfg['method']} vs its SDE on {cfg['landscape']}, noise {cfg['noise']}\n"
+                 f"lr={cfg['lr']:g}, N={cfg['agents']}, {check.algorithm.runs} runs — verdict "
+                 f"{check.verdict.upper()} (largest gap {check.stats['max_z']:.1f} SE, "
+                 f"tolerance {check.stats['z']:g} SE)", fontsize=9)
     ax.set_xlabel("time t = k·lr")
     ax.set_ylabel("mean loss, 95 % confidence band")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if sweep is not None:
         ax = axes[0, 1]
-        ax.errorbar(sweep.lrs, sweep.errors, yerr=2 * sweep.se, fmt="o", color="black",
-                    label="|E f(algorithm) − E f(SDE)| ± 2 se")
-        fit = np.exp(sweep.intercept) * sweep.lrs ** sweep.slope
-        ax.plot(sweep.lrs, fit, "--", color="tab:red", label=f"fit: slope {sweep.slope:.2f}")
+        ok = sweep.resolved
+        ax.errorbar(sweep.lrs[ok], sweep.errors[ok], yerr=2 * sweep.se[ok], fmt="o",
+                    color="black", label="|E f(algorithm) − E f(SDE)| ± 2 se (fitted)")
+        if (~ok).any():
+            ax.errorbar(sweep.lrs[~ok], np.maximum(sweep.errors[~ok], 1e-300),
+                        yerr=2 * sweep.se[~ok], fmt="o", mfc="white", color="gray",
+                        label="below 2 se: Monte-Carlo noise (not fitted)")
+        if np.isfinite(sweep.slope):
+            fit = np.exp(sweep.intercept) * sweep.lrs ** sweep.slope
+            ax.plot(sweep.lrs, fit, "--", color="tab:red",
+                    label=f"fit: slope {sweep.slope:.2f} ± {sweep.slope_se:.2f}")
+            anchor = float(np.exp(np.mean(np.log(fit))))
+            middle = float(np.exp(np.mean(np.log(sweep.lrs))))
+            ax.plot(sweep.lrs, anchor * sweep.lrs / middle, ":", color="tab:blue",
+                    label="slope 1 (order-1 SDE)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("learning rate lr")
         ax.set_ylabel(f"weak error at T = {sweep.horizon:g}")
-        ax.set_title("weak error against lr (order-1 SDE: slope 1)", fontsize=10)
+        ax.set_title(f"weak error against lr — verdict {sweep.judgement['verdict'].upper()}",
+                     fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     try:

@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    import matplotlib
+
+    matplotlib.use("Agg")  # an entry point: the trainer only writes PNGs
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

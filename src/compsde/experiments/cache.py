@@ -7,16 +7,21 @@ as canonical JSON (sorted keys) together with a code-version string; the entry i
 :func:`compsde.io.write_json` (temp file + rename), so a killed process leaves either no entry or
 a complete one. An unreadable or mismatching entry counts as missing and is recomputed.
 
-Bump :data:`CODE_VERSION` (or pass ``version=``) whenever the code that produces results changes
-what a run returns; old entries then no longer match.
+The default version is :data:`CODE_VERSION` (the entry format) joined with
+:func:`code_fingerprint` (the package version and a hash of every source file of the
+package), so a run computed by other code never answers for this code. Inside
+:func:`recomputing` every lookup misses, so everything is computed afresh (and stored again).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,39 @@ from .._checks import check_int
 from ..io import write_json
 
 CODE_VERSION = "compsde-runs-1"
+_RECOMPUTE: contextvars.ContextVar[bool] = contextvars.ContextVar("recompute", default=False)
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """``VERSION+HASH``: compsde's version and a SHA-256 over its source files (path + bytes)."""
+    from importlib import metadata
+
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    try:
+        version = metadata.version("compsde")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"{version}+{digest.hexdigest()[:16]}"
+
+
+def default_version() -> str:
+    """The cache version of this code: entry format and :func:`code_fingerprint`."""
+    return f"{CODE_VERSION}:{code_fingerprint()}"
+
+
+@contextlib.contextmanager
+def recomputing() -> Iterator[None]:
+    """Within this block every cache lookup misses: runs are computed again and re-stored."""
+    token = _RECOMPUTE.set(True)
+    try:
+        yield
+    finally:
+        _RECOMPUTE.reset(token)
 
 
 def _plain(value: Any) -> Any:
@@ -52,8 +90,12 @@ def canonical(config: Mapping[str, Any]) -> str:
                          f"None, lists, dicts): {exc}") from None
 
 
-def config_key(config: Mapping[str, Any], version: str = CODE_VERSION) -> str:
-    """The 20-hex-digit hash that names a run: SHA-256 of ``version`` + canonical config."""
+def config_key(config: Mapping[str, Any], version: str | None = None) -> str:
+    """The 20-hex-digit hash that names a run: SHA-256 of ``version`` + canonical config.
+
+    ``version`` defaults to :func:`default_version` (so the key changes with the code).
+    """
+    version = default_version() if version is None else version
     digest = hashlib.sha256(f"{version}\n{canonical(config)}".encode())
     return digest.hexdigest()[:20]
 
@@ -61,7 +103,8 @@ def config_key(config: Mapping[str, Any], version: str = CODE_VERSION) -> str:
 class RunCache:
     """Finished runs stored as one JSON file each under ``folder``."""
 
-    def __init__(self, folder: str | Path, version: str = CODE_VERSION):
+    def __init__(self, folder: str | Path, version: str | None = None):
+        version = default_version() if version is None else version
         if not isinstance(version, str) or not version:
             raise ValueError(f"version must be a non-empty string, got {version!r}")
         self.folder = Path(folder)
@@ -74,7 +117,12 @@ class RunCache:
         return self.folder / f"{self.key(config)}.json"
 
     def load(self, config: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The stored result of ``config``, or None when absent, unreadable or not this config."""
+        """The stored result of ``config``, or None when absent, unreadable, not this config,
+        or inside :func:`recomputing`."""
+        return None if _RECOMPUTE.get() else self.stored(config)
+
+    def stored(self, config: Mapping[str, Any]) -> dict[str, Any] | None:
+        """What the entry of ``config`` holds now (also inside :func:`recomputing`)."""
         path = self.path(config)
         try:
             entry = json.loads(path.read_text())
@@ -165,7 +213,7 @@ def run_sweep(configs: Sequence[Mapping[str, Any]],
 
 def _store(config: Mapping[str, Any], result: dict[str, Any], cache: RunCache) -> dict[str, Any]:
     cache.store(config, result)
-    stored = cache.load(config)  # exactly what a later resume would see
+    stored = cache.stored(config)  # exactly what a later resume would see
     assert stored is not None
     return stored
 

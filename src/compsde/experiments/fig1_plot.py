@@ -5,9 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -41,8 +38,10 @@ def _pair_panel(ax: plt.Axes, panel: dict[str, Any], title: str, note: str = "")
     _curve(ax, sde, f"SDE, Euler–Maruyama dt = η (mean of {sde.runs} paths)", SDE, "--")
     if spans_decades(np.concatenate([alg.loss_mean, sde.loss_mean])):
         ax.set_yscale("log")
-    ax.set_title(f"{title}\n{_mark(panel['verdict'])}: largest gap between the means "
-                 f"{panel['max_z']:.1f} SE (tolerance 4 SE)", fontsize=10)
+    gaps = " and ".join(f"{c['measured']:.1f}" for c in panel["checks"])
+    what = "means and spreads" if len(panel["checks"]) > 1 else "means"
+    ax.set_title(f"{title}\nverdict {_mark(panel['verdict'])}: largest gap between the {what} "
+                 f"{gaps} SE (tolerance 4 SE)", fontsize=10)
     if note:
         ax.text(0.98, 0.97, note, transform=ax.transAxes, ha="right", va="top", fontsize=8,
                 bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"})

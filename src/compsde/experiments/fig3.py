@@ -2,10 +2,14 @@
 
 Left: DSignSGD on a convex quadratic, the simulated mean loss against the bound chained through
 Phases 1–3 (THEORY.md §3–4; :func:`compsde.theory.dsignsgd_phase_bound`) with the Phase-1 and
-Phase-3 closed forms, and the exact discrete curve. Verdict: the bound is ≥ mean − 4·se at every
-recorded step. Right: loss curves for N ∈ {1, 2, 4, 8, 16} and the stationary loss against N
-beside the prediction ``η d σ/(4ℓN)``. Verdict: the fitted log-log slope is in [−1.1, −0.9] and
-every level is within 4·se + |exact discrete − prediction| of the prediction.
+Phase-3 closed forms, and the exact discrete curve. Verdict (docs/THEORY.md §10): the bound
+*dominates* (≥ mean − 4·se at every recorded step) and *matches* in Phase 3: at stationarity
+bound/level equals :data:`STATIONARY_RATIO` = ℓ/c₃ within 4·se + :data:`PHASE3_BUDGET`. (The
+Phase-3 transient, where the bound also carries the lag of Phases 1–2, is reported as
+``transient_max_ratio``, not judged: the theory states no value for it.) Right: loss curves
+for N ∈ {1, 2, 4, 8, 16} and the stationary loss against N beside the prediction
+``η d σ/(4ℓN)``. Verdict: at every N the simulated level equals the prediction within
+4·se + :data:`PHASE3_BUDGET`, and the fitted log-log slope is −1 within :data:`SLOPE_BAND`.
 """
 
 from __future__ import annotations
@@ -16,9 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -26,6 +27,8 @@ import torch
 from ..io import save_figure
 from ..simulation import simulate
 from ..theory import QuadraticModel, dsignsgd_phase_bound, loss_curve, stationary_loss
+from ..theory._laws import chord_slopes, ell
+from ..verdicts import Budget, check, panel
 from .cache import RunCache
 from .registry import FigureOutcome, figure
 
@@ -41,6 +44,16 @@ LEFT = {"method": "dsignsgd", "landscape": "quadratic:d=2", "noise": "gaussian:s
 RIGHT = {"method": "dsignsgd", "landscape": "quadratic:d=4", "noise": "gaussian:scale=1",
          "lr": 0.01, "batch": 1, "x0": 1.0}
 PHASE_COLORS = {1: "tab:red", 2: "tab:orange", 3: "tab:green"}
+K = 4.0  # standard errors in every comparison
+# In Phase 3 the bound replaces the sign mean φ(y) by its chord c₃·y (c₃ = φ(√2)/√2) where the
+# true dynamics follow the tangent ℓ·y, so at stationarity bound/level → ℓ/c₃ ≈ 1.34 (Gaussian).
+STATIONARY_RATIO = ell(None) / chord_slopes(None)[0]
+PHASE3_BUDGET = Budget(
+    "Phase-3 first-order model", 0.02,
+    "THEORY.md §4: η d σ/(4ℓN) drops the O(η) term of a_j and the lattice of the discrete "
+    "chain; at η = 0.01, σ = 1 the exact discrete stationary loss differs from it by < 1 % "
+    "at every N of the figure (checked from the theory in the tests)")
+SLOPE_BAND = 0.1  # |slope + 1|: levels within 4 se + 2 % move the slope over 1..16 by < 0.03
 
 
 @contextlib.contextmanager
@@ -94,23 +107,34 @@ def _left(cache: RunCache, p: dict[str, int], seed: int, progress: bool) -> dict
     steps = sim["steps"].astype(int)
     bound = dsignsgd_phase_bound(model, steps)
     exact = loss_curve(model, steps, "discrete")
-    slack = bound.bound - (sim["loss_mean"] - 4 * sim["loss_se"])
-    ok = bool(np.all(slack >= 0))
-    ratio = bound.bound / sim["loss_mean"]
-    worst = int(np.argmin(slack))
+    mean = sim["loss_mean"]
+    se = np.maximum(sim["loss_se"], 1e-9 * np.abs(mean))  # the start is deterministic
+    z = (bound.bound - mean) / se
+    ratio = bound.bound / mean
+    in3 = bound.phase == 3
     phase_steps = {str(k): int(steps[bound.phase == k][0]) if np.any(bound.phase == k) else None
                    for k in (1, 2, 3)}
-    panel = {"verdict": "pass" if ok else "fail",
-             "detail": (f"bound ≥ mean − 4se at all {steps.size} recorded steps"
-                        if ok else f"bound below mean − 4se at step {int(steps[worst])}")
-             + f"; bound/mean from {ratio.min():.2f} to {ratio.max():.2f}, "
-               f"stationary bound/simulated {bound.bound[-1] / sim['level']:.2f}",
-             "min_ratio": float(ratio.min()), "phase_start_step": phase_steps,
-             "stationary_simulated": sim["level"], "stationary_simulated_se": sim["se"],
-             "stationary_bound": bound.level3,
-             "stationary_exact_discrete": stationary_loss(model, "discrete"),
-             "stationary_phase3_prediction": stationary_loss(model, "sde")}
-    return {"sim": sim, "bound": bound, "exact": exact, "panel": panel, "config": cfg}
+    worst = int(np.argmin(z))
+    dominates = check("smallest (bound − mean)/se over all records", float(z.min()), 0.0,
+                      relation="at_least", k=0.0, absolute=K,
+                      rule=f"the bound dominates: bound ≥ mean − {K:g}·se at every recorded "
+                           f"step (worst at step {int(steps[worst])})")
+    tight = bound.level3 / sim["level"]
+    matches = check("stationary bound / simulated stationary level", tight, STATIONARY_RATIO,
+                    se=tight * sim["se"] / sim["level"], k=K, budget=PHASE3_BUDGET,
+                    rule=f"the bound matches in Phase 3: at stationarity bound/level equals "
+                         f"ℓ/c₃ = {STATIONARY_RATIO:.4g} (tangent over chord of the sign mean) "
+                         f"within {K:g}·se + {PHASE3_BUDGET.relative:g}·ℓ/c₃")
+    result = panel([dominates, matches],
+                   detail=f"bound/mean from {ratio.min():.2f} to {ratio.max():.2f}, stationary "
+                          f"bound/simulated {bound.bound[-1] / sim['level']:.2f}",
+                   min_ratio=float(ratio.min()), phase_start_step=phase_steps,
+                   transient_max_ratio=float(ratio[in3].max()) if in3.any() else None,
+                   stationary_simulated=sim["level"], stationary_simulated_se=sim["se"],
+                   stationary_bound=bound.level3,
+                   stationary_exact_discrete=stationary_loss(model, "discrete"),
+                   stationary_phase3_prediction=stationary_loss(model, "sde"))
+    return {"sim": sim, "bound": bound, "exact": exact, "panel": result, "config": cfg}
 
 
 def _right(cache: RunCache, p: dict[str, int], seed: int, progress: bool) -> dict[str, Any]:
@@ -127,14 +151,17 @@ def _right(cache: RunCache, p: dict[str, int], seed: int, progress: bool) -> dic
     n = np.array(AGENTS, dtype=float)
     levels = np.array([r["level"] for r in rows])
     slope = float(np.polyfit(np.log(n), np.log(levels), 1)[0])
-    within = [abs(r["level"] - r["prediction"])
-              <= 4 * r["se"] + abs(r["exact_discrete"] - r["prediction"]) for r in rows]
-    ok = -1.1 <= slope <= -0.9 and all(within)
-    panel = {"verdict": "pass" if ok else "fail",
-             "detail": f"log-log slope {slope:.3f} (want −1 ± 0.1); levels within "
-                       f"4se + model error of η d σ/(4ℓN): {sum(within)}/{len(within)}",
-             "slope": slope, "rows": rows}
-    return {"sims": sims, "rows": rows, "panel": panel, "slope": slope}
+    checks = [check(f"stationary loss at N = {r['agents']}", r["level"], r["prediction"],
+                    se=r["se"], k=K, budget=PHASE3_BUDGET) for r in rows]
+    checks.append(check("log-log slope of the stationary loss against N", slope, -1.0, k=0.0,
+                        absolute=SLOPE_BAND))
+    result = panel(checks, rule=f"at every N the level equals η d σ/(4ℓN) within {K:g}·se + "
+                                f"{PHASE3_BUDGET.relative:g}·prediction, and the log-log slope "
+                                f"is −1 ± {SLOPE_BAND:g}",
+                   detail=f"log-log slope {slope:.3f}; levels within tolerance of η d σ/(4ℓN): "
+                          f"{sum(c['verdict'] == 'pass' for c in checks[:-1])}/{len(rows)}",
+                   slope=slope, rows=rows)
+    return {"sims": sims, "rows": rows, "panel": result, "slope": slope}
 
 
 def _plot(left: dict[str, Any], right: dict[str, Any], path: Path) -> Path:
@@ -151,7 +178,8 @@ def _plot(left: dict[str, Any], right: dict[str, Any], path: Path) -> Path:
         if mask.any():
             ax.plot(steps[mask], bound.bound[mask], color=color, linewidth=2.2,
                     label=f"bound, Phase {k}")
-            ax.axvspan(steps[mask][0], steps[mask][-1], color=color, alpha=0.06)
+            ax.axvspan(steps[mask][0], steps[mask][-1], color=color, alpha=0.06,
+                       label=f"shaded: steps in Phase {k}")
     ax.plot(steps, bound.phase1, color="tab:red", linestyle="--", label="Phase-1 closed form")
     ax.plot(steps, bound.phase3, color="tab:green", linestyle="--", label="Phase-3 closed form")
     ax.axhline(left["panel"]["stationary_phase3_prediction"], color="tab:purple",
@@ -161,7 +189,8 @@ def _plot(left: dict[str, Any], right: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("step k")
     ax.set_ylabel("f(x) − f*")
     ax.set_title(f"DSignSGD bounds by phase: ½‖x‖², d=2, N={cfg['agents']}, η={cfg['lr']}, "
-                 f"σ=1, x0={cfg['x0']:g}", fontsize=10)
+                 f"σ=1, x0={cfg['x0']:g}\nverdict: {left['panel']['verdict'].upper()} "
+                 f"(dominates; stationary bound/level = ℓ/c₃)", fontsize=10)
     ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3)
     ax = axes[1]
@@ -185,10 +214,13 @@ def _plot(left: dict[str, Any], right: dict[str, Any], path: Path) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("agents N")
     ax.set_ylabel("stationary f(x) − f*")
-    ax.set_title(f"Linear speedup: fitted slope {right['slope']:.2f} (1/N ⇒ −1)", fontsize=10)
+    ax.set_title(f"Linear speedup: fitted slope {right['slope']:.2f} (1/N ⇒ −1)\n"
+                 f"verdict: {right['panel']['verdict'].upper()} (levels = η d σ/(4ℓN) within "
+                 f"4 se + {PHASE3_BUDGET.relative:.0%})", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    fig.suptitle("Figure 3 — DSignSGD: phase bounds (left) and linear speedup in N (right)")
+    fig.suptitle("Figure 3 — DSignSGD: phase bounds (left) and linear speedup in N (middle: "
+                 "loss curves, right: stationary levels)")
     try:
         return save_figure(fig, path)
     finally:

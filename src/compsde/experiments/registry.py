@@ -7,6 +7,7 @@ with :func:`figure`; ``compsde reproduce NAME`` finds it here. Every run writes
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import write_json
+from .cache import code_fingerprint, recomputing
 
 PRESETS = ("quick", "full")
 # Modules imported by load_all(); each registers its figures on import.
@@ -49,17 +51,23 @@ class Figure:
     claim: str
     runner: Callable[..., FigureOutcome]
 
-    def run(self, out: Path, preset: str = "quick", seed: int = 0,
-            progress: bool = False) -> FigureOutcome:
+    def run(self, out: Path, preset: str = "quick", seed: int = 0, progress: bool = False,
+            use_cache: bool = True, **options: Any) -> FigureOutcome:
+        """Run the figure into ``out``; ``options`` go to the runner (e.g. ``jobs``).
+
+        With ``use_cache=False`` every run is computed again (and the cache refreshed).
+        """
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        outcome = self.runner(out=out, preset=preset, seed=seed, progress=progress)
+        with contextlib.nullcontext() if use_cache else recomputing():
+            outcome = self.runner(out=out, preset=preset, seed=seed, progress=progress,
+                                  **options)
         outcome.seconds = time.perf_counter() - started
-        write_json(out / f"{self.name}.json", outcome.to_dict() | {"preset": preset,
-                                                                    "seed": seed})
+        write_json(out / f"{self.name}.json", outcome.to_dict() | {
+            "preset": preset, "seed": seed, "code": code_fingerprint(), **options})
         return outcome
 
 

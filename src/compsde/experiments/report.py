@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..io import write_atomic
+from ..verdicts import summary
 
 STATUSES = ("pass", "fail", "error", "pending")
 
@@ -96,7 +97,8 @@ def render(rows: Sequence[ReportRow], folder: Path, *, preset: str, seed: int, c
         "# compsde: reproduction of the paper's figures",
         "",
         "Compagnoni, Islamov, Proske, Lucchi, *Unbiased and Sign Compression in Distributed "
-        "Learning: Comparing Noise Resilience via SDEs*, AISTATS 2025. Claims: THEORY.md §7.",
+        "Learning: Comparing Noise Resilience via SDEs*, AISTATS 2025. Claims: THEORY.md §7; "
+        "verdict rules: THEORY.md §10.",
         "",
         f"- command: `{command}`",
         f"- preset: {preset}, seed {seed}",
@@ -123,7 +125,19 @@ def render(rows: Sequence[ReportRow], folder: Path, *, preset: str, seed: int, c
             detail = info.get("detail", "")
             lines.append(f"- {panel}: {info.get('verdict', '?')}"
                          + (f" — {_cell(detail)}" if detail else ""))
+            if info.get("rule"):
+                lines.append(f"  - rule: {_cell(info['rule'])}")
+            for entry in flat_checks(info):
+                lines.append(f"  - {_cell(summary(entry))}")
     return "\n".join(lines) + "\n"
+
+
+def flat_checks(panel: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every check of a panel, with nested sub-panels (e.g. fig1's phases) flattened."""
+    checks = panel.get("checks", [])
+    if isinstance(checks, dict):
+        return [entry for sub in checks.values() for entry in flat_checks(sub)]
+    return [c for c in checks if isinstance(c, dict) and "quantity" in c]
 
 
 def write_report(path: str | Path, rows: Sequence[ReportRow], *, preset: str, seed: int,

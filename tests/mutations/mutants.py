@@ -1,0 +1,144 @@
+"""The known-wrong pieces the suite patches in (each a function of the original)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from compsde.compressors.sparse import RandK
+from compsde.methods import DSignSGD
+from compsde.noise import StudentT
+from compsde.scaling import rules
+from compsde.sde.models import SDEModel
+from compsde.theory import bounds, stationary
+from compsde.theory.bounds import PhaseBound
+from compsde.theory.model import QuadraticModel
+
+
+def mutate(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str,
+           wrong: Callable[[Any], Any]) -> None:
+    """Replace ``owner.name`` by ``wrong(original)`` — on ``owner`` and on every loaded compsde
+    module that imported the same object by name, so no alias keeps the real piece."""
+    original = getattr(owner, name)
+    replacement = wrong(original)
+    monkeypatch.setattr(owner, name, replacement)
+    for module_name, module in list(sys.modules.items()):
+        if module_name.startswith("compsde") and module is not owner:
+            for attr, value in list(vars(module).items()):
+                if value is original:
+                    monkeypatch.setattr(module, attr, replacement)
+
+
+def omega_doubled_in_theory(monkeypatch: Any) -> None:
+    """The closed forms see 2ω (every QuadraticModel built from a problem has its ω_i doubled)."""
+
+    def wrong(original: Any) -> Any:
+        def from_problem(*args: Any, **kwargs: Any) -> QuadraticModel:
+            model = original(*args, **kwargs)
+            return model.replace(omegas=2 * model.omegas)
+
+        return staticmethod(from_problem)
+
+    mutate(monkeypatch, QuadraticModel, "from_problem", wrong)
+
+
+def phase_bound_tripled(monkeypatch: Any) -> None:
+    """DSignSGD's phase bound three times too loose."""
+
+    def wrong(original: Any) -> Any:
+        def bound(model: QuadraticModel, steps: Any) -> PhaseBound:
+            b = original(model, steps)
+            return dataclasses.replace(b, bound=3 * b.bound, phase1=3 * b.phase1,
+                                       phase3=3 * b.phase3, level3=3 * b.level3)
+
+        return bound
+
+    mutate(monkeypatch, bounds, "dsignsgd_phase_bound", wrong)
+
+
+def phase3_prediction_doubled(monkeypatch: Any) -> None:
+    """The Phase-3 stationary loss of DSignSGD (the SDE value) doubled."""
+
+    def wrong(original: Any) -> Any:
+        def stationary_loss(model: QuadraticModel, kind: str = "discrete") -> float:
+            value = original(model, kind)
+            return 2 * value if kind == "sde" and model.method == "dsignsgd" else value
+
+        return stationary_loss
+
+    mutate(monkeypatch, stationary, "stationary_loss", wrong)
+
+
+def diffusion_scaled(monkeypatch: Any, factor: float) -> None:
+    """The SDE's diffusion multiplied by ``factor`` (its covariance by factor²)."""
+    mutate(monkeypatch, SDEModel, "noise_scale",
+           lambda original: lambda self, lr: factor**2 * original(self, lr))
+
+
+def drift_halved(monkeypatch: Any) -> None:
+    """The SDE's drift halved (the model moves at half the algorithm's speed)."""
+
+    def wrong(original: Any) -> Any:
+        def evaluate(self: SDEModel, x: torch.Tensor, lr: float) -> Any:
+            drift, cov = original(self, x, lr)
+            return 0.5 * drift, cov
+
+        return evaluate
+
+    mutate(monkeypatch, SDEModel, "evaluate", wrong)
+
+
+def randk_returns_input(monkeypatch: Any) -> None:
+    """Rand-k sends its input unchanged: no compression at all."""
+    mutate(monkeypatch, RandK, "_compress", lambda original: lambda self, x, gen: x.clone())
+
+
+def student_t_draws_gaussian(monkeypatch: Any) -> None:
+    """The Student-t law samples standard Gaussians."""
+
+    def wrong(original: Any) -> Any:
+        def standard(self: StudentT, shape: tuple[int, ...], generator: torch.Generator,
+                     dtype: torch.dtype, device: Any) -> torch.Tensor:
+            return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+
+        return standard
+
+    mutate(monkeypatch, StudentT, "_standard", wrong)
+
+
+def sign_compression_off(monkeypatch: Any) -> None:
+    """DSignSGD averages the raw gradients (it becomes DSGD)."""
+    mutate(monkeypatch, DSignSGD, "direction",
+           lambda original: lambda self, grads, generator=None: grads.mean(dim=-2))
+
+
+def dcsgd_rule_ignores_omega(monkeypatch: Any) -> None:
+    """The DCSGD scaling rule forgets the 1 + ω factor (it returns DSGD's own batch/agents)."""
+
+    def wrong(original: Any) -> Any:
+        def rule(lr: float, batch: float, agents: float, omega: float, **kwargs: Any) -> Any:
+            return original(lr, batch, agents, 0.0, **kwargs)
+
+        return rule
+
+    mutate(monkeypatch, rules, "dcsgd_from_dsgd", wrong)
+
+
+def dsignsgd_rule_keeps_agents(monkeypatch: Any) -> None:
+    """The DSignSGD scaling rule scales η (and B) but leaves the number of agents N unchanged."""
+
+    def wrong(original: Any) -> Any:
+        def rule(lr: float, batch: float, agents: float, kappa: float,
+                 convention: str = "T") -> Any:
+            right = original(lr, batch, agents, kappa, convention)
+            return dataclasses.replace(right, config=dataclasses.replace(right.config,
+                                                                         agents=agents))
+
+        return rule
+
+    mutate(monkeypatch, rules, "dsignsgd_rules", wrong)

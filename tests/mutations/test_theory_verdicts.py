@@ -1,0 +1,74 @@
+"""Figures 3 and 5 against wrong closed forms, a wrong noise law and sign compression off."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import mutants
+
+from compsde.experiments import fig3, fig5
+
+FIG3 = {"runs": 200, "steps": 1500, "speed_runs": 100, "speed_steps": 2000}
+LEFT, RIGHT = "left: phase bounds", "right: linear speedup"
+FIG5 = fig5.PRESETS["quick"]
+A, B, C, D = ("a: DCSGD vs tail index", "b: DCSGD vs noise scale",
+              "c: DSignSGD vs tail index", "d: DSignSGD vs noise scale")
+
+
+def fig3_panels(out: Path) -> dict:
+    return fig3.run(out, sizes=FIG3).panels
+
+
+def fig5_panels(out: Path) -> dict:
+    return fig5.run(out, sizes=FIG5).panels
+
+
+def test_real_code_passes_figures_3_and_5(tmp_path):
+    assert {k: p["verdict"] for k, p in fig3_panels(tmp_path / "3").items()} == {
+        LEFT: "pass", RIGHT: "pass"}
+    assert all(p["verdict"] == "pass" for p in fig5_panels(tmp_path / "5").values())
+
+
+def test_tripled_phase_bound_fails_fig3_left(monkeypatch, caught, tmp_path):
+    """A bound 3× too loose still dominates: only the tightness check can catch it."""
+    mutants.phase_bound_tripled(monkeypatch)
+    caught(fig3_panels(tmp_path)[LEFT]["verdict"])
+
+
+def test_doubled_phase3_prediction_fails_fig3_right(monkeypatch, caught, tmp_path):
+    mutants.phase3_prediction_doubled(monkeypatch)
+    caught(fig3_panels(tmp_path)[RIGHT]["verdict"])
+
+
+def test_doubled_omega_fails_fig5_settling(monkeypatch, caught, tmp_path):
+    mutants.omega_doubled_in_theory(monkeypatch)
+    caught(fig5_panels(tmp_path)[A]["verdict"])
+
+
+@pytest.fixture(scope="module")
+def gaussian_fig5(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        mutants.student_t_draws_gaussian(monkeypatch)
+        return fig5_panels(tmp_path_factory.mktemp("fig5-gaussian"))
+
+
+@pytest.fixture(scope="module")
+def signless_fig5(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        mutants.sign_compression_off(monkeypatch)
+        return fig5_panels(tmp_path_factory.mktemp("fig5-signless"))
+
+
+@pytest.mark.parametrize("name", [A, B])
+def test_gaussian_student_t_fails_fig5_dcsgd_panels(name, gaussian_fig5, caught):
+    caught(gaussian_fig5[name]["verdict"])
+
+
+@pytest.mark.parametrize("name", [C, D])
+def test_sign_compression_off_fails_fig5_dsignsgd_panels(name, signless_fig5, caught):
+    caught(signless_fig5[name]["verdict"])
