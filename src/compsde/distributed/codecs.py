@@ -42,6 +42,7 @@ from .wire import (
     SignCounter,
     SignPacker,
     all_gather_bytes,
+    all_to_all_bytes,
     allreduce_bytes,
     best_sign_wire,
     generator_for,
@@ -326,20 +327,31 @@ class SignScatterCodec(Codec):
     shard and packs the counts in ``b = ⌈log₂(N + 1)⌉`` bit planes; an all-gather of those
     ``b·s/8`` bytes gives every rank every count, decoded as ``count·(2/N) − 1`` — the same
     arithmetic as :class:`SignBitsCodec`, so the mean is bitwise the same.
+
+    With ``shard`` given (FSDP2's layout, ``d = N·shard``), shard ``r`` is entries
+    ``[r·shard, (r+1)·shard)`` and each shard's bits are padded to whole bytes on their own.
     """
 
     collective = SCATTER
 
-    def __init__(self, d: int, world: int, dtype: torch.dtype, device: torch.device):
+    def __init__(self, d: int, world: int, dtype: torch.dtype, device: torch.device,
+                 shard: int | None = None):
         super().__init__(d, world, dtype, device)
-        self.shard = sign_shard(d, world)
-        self.shard_bytes = self.shard // 8
-        self._packer = SignPacker(d, device, length=world * self.shard)
-        self._counter = SignCounter(self.shard, world, device)
-        self._planes = CountPlanes(self.shard, world, device)
+        if shard is not None and shard * world != d:
+            raise ValueError(f"shard {shard} × world {world} must equal d = {d}")
+        self.rows_of_input = shard is not None
+        self.shard = sign_shard(d, world) if shard is None else shard
+        self.row = 8 * packed_nbytes(self.shard)            # padded shard, whole bytes
+        self.shard_bytes = self.row // 8
+        self._mask = (np.zeros((world, self.row), dtype=np.bool_) if device.type == "cpu"
+                      else None)
+        self._weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8,
+                                     device=device)
+        self._counter = SignCounter(self.row, world, device)
+        self._planes = CountPlanes(self.row, world, device)
         count_dtype = torch.uint8 if world < 256 else torch.int32
-        self._shard_counts = torch.empty(self.shard, dtype=count_dtype, device=device)
-        self._counts = torch.empty(world * self.shard, dtype=count_dtype, device=device)
+        self._shard_counts = torch.empty(self.row, dtype=count_dtype, device=device)
+        self._counts = torch.empty(world * self.row, dtype=count_dtype, device=device)
         self.send = torch.empty((world, self.shard_bytes + 1), dtype=torch.uint8,
                                 device=device)
         self.received = torch.empty_like(self.send)
@@ -347,9 +359,29 @@ class SignScatterCodec(Codec):
         self.gather_buffer(self._planes.nbytes, torch.uint8)
         self._bad = 0
 
+    def _pack(self, grad: Tensor) -> None:
+        """Sign bits of ``grad`` (bit 1 = ``x ≥ 0``), shard ``r`` into row ``r`` of send."""
+        if self._mask is not None and grad.dtype in (torch.float16, torch.float32,
+                                                     torch.float64):
+            x = grad.detach().numpy()
+            if self.rows_of_input:
+                np.greater_equal(x.reshape(self.world, self.shard), 0,
+                                 out=self._mask[:, : self.shard])
+            else:
+                np.greater_equal(x, 0, out=self._mask.reshape(-1)[: self.d])
+            packed = torch.from_numpy(np.packbits(self._mask, axis=1))
+        else:
+            bits = torch.zeros((self.world, self.row), dtype=torch.uint8, device=grad.device)
+            if self.rows_of_input:
+                bits[:, : self.shard] = grad.view(self.world, self.shard) >= 0
+            else:
+                bits.view(-1)[: self.d] = grad >= 0
+            packed = (bits.view(self.world, -1, 8) * self._weights).sum(2, dtype=torch.uint8)
+        self.send[:, : self.shard_bytes].copy_(packed)
+
     def encode(self, grad: Tensor, key: BucketKey, bad: bool) -> Tensor:
         """The ``(N, s/8 + 1)`` rows of the all-to-all: row ``r`` carries shard ``r``."""
-        self._packer.pack(grad, self.send[:, : self.shard_bytes])
+        self._pack(grad)
         self.send[:, self.shard_bytes] = 1 if bad else 0
         return self.send
 
@@ -361,10 +393,22 @@ class SignScatterCodec(Codec):
 
     def decode(self, combined: Tensor, key: BucketKey, out: Tensor) -> int:
         self._planes.unpack_into(combined, self._counts)
-        out.copy_(self._counts[: self.d]).mul_(2.0 / self.world).sub_(1.0)
+        counts = self._counts.view(self.world, self.row)[:, : self.shard].reshape(-1)
+        out.copy_(counts[: self.d]).mul_(2.0 / self.world).sub_(1.0)
         return self._bad
 
+    def shard_mean(self, received: Tensor, out: Tensor) -> int:
+        """FSDP2's half: this rank's shard of the mean of signs, from the received rows,
+        into ``out`` (``shard`` entries); returns how many ranks reported non-finite values."""
+        bad = int(received[:, self.shard_bytes].sum())
+        self._counter.counts_into(received[:, : self.shard_bytes], self._shard_counts)
+        out.copy_(self._shard_counts[: self.shard]).mul_(2.0 / self.world).sub_(1.0)
+        return bad
+
     def traffic(self, payload: Tensor) -> tuple[int, float]:
+        if self.rows_of_input:
+            message = self.shard_bytes + 1
+            return self.world * message, all_to_all_bytes(message, self.world)
         return sign_wire_traffic("scatter", self.d, self.world)
 
 

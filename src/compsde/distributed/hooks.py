@@ -175,14 +175,16 @@ class _ScatterStage:
         work.get_future().then(decode)
 
 
-def register(ddp_model: nn.parallel.DistributedDataParallel, method: Method | str | HookState,
+def register(ddp_model: nn.Module, method: Method | str | HookState,
              seed: int = 0, process_group: dist.ProcessGroup | None = None, *,
              noise: NoiseLaw | str | None = None, sign_wire: str = "auto",
              randomness: str = "shared", on_nonfinite: str = "raise") -> HookState:
     """Register the hook of ``method`` on ``ddp_model`` and return its :class:`HookState`.
 
     Args:
-        ddp_model: a ``DistributedDataParallel`` model with dense float gradients.
+        ddp_model: a ``DistributedDataParallel`` model with dense float gradients, or a model
+            sharded with FSDP2's ``fully_shard`` (then see :mod:`.fsdp`; returns its
+            :class:`~compsde.distributed.fsdp.FSDPState`).
         method: ``"dsgd"``, ``"dsignsgd"``, ``"dcsgd:<compressor>"`` (randk, bernoulli, qsgd,
             natural, identity), a :class:`~compsde.methods.Method`, or a loaded
             :class:`HookState` to resume (then ``seed`` and the options are taken from it).
@@ -199,8 +201,9 @@ def register(ddp_model: nn.parallel.DistributedDataParallel, method: Method | st
     performs the method. With world size 1 it works (a warning notes there is no partner).
     """
     if not isinstance(ddp_model, nn.parallel.DistributedDataParallel):
-        raise ValueError(f"ddp_model must be a torch.nn.parallel.DistributedDataParallel "
-                         f"model, got {type(ddp_model).__name__}")
+        return _register_other(ddp_model, method, seed, process_group, noise=noise,
+                               sign_wire=sign_wire, randomness=randomness,
+                               on_nonfinite=on_nonfinite)
     if isinstance(method, HookState):
         state = method
         state.process_group = process_group
@@ -223,6 +226,28 @@ def register(ddp_model: nn.parallel.DistributedDataParallel, method: Method | st
     state.attach(ddp_model.module)
     ddp_model.register_comm_hook(state, comm_hook)
     return state
+
+
+def _register_other(model: nn.Module, method: Any, seed: int,
+                    process_group: dist.ProcessGroup | None, **options: Any) -> Any:
+    """FSDP2 models go to :func:`.fsdp.register_fsdp`; anything else is a clear error."""
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+    if isinstance(model, FullyShardedDataParallel):
+        raise ValueError("ddp_model is an FSDP1 FullyShardedDataParallel model, which has no "
+                         "custom reduce-scatter; shard it with "
+                         "torch.distributed.fsdp.fully_shard (FSDP2) or wrap it in "
+                         "DistributedDataParallel")
+    if not isinstance(model, FSDPModule):
+        raise ValueError(f"ddp_model must be a torch.nn.parallel.DistributedDataParallel "
+                         f"model or a module sharded with torch.distributed.fsdp.fully_shard, "
+                         f"got {type(model).__name__}")
+    if not dist.is_available() or not dist.is_initialized():
+        raise ValueError("process_group: torch.distributed is not initialised; call "
+                         "torch.distributed.init_process_group first")
+    from .fsdp import register_fsdp
+
+    return register_fsdp(model, method, seed, process_group, **options)
 
 
 def prime_buckets(ddp_model: nn.parallel.DistributedDataParallel, state: HookState,

@@ -29,9 +29,9 @@ from ..io import write_atomic, write_json
 from ..nn.data import Dataset, ShardSampler, load_dataset
 from ..nn.models import count_parameters, make_model
 from .agents import AgentSimulator, ddp_layout
+from .config import TrainConfig
 from .hooks import HookState, prime_buckets, register
 from .report import plot_history
-from .train import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
 
