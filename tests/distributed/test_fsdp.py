@@ -1,7 +1,8 @@
 """FSDP2 (fully_shard) on 2 and 4 gloo ranks vs the in-process simulation of the same method.
 
-One launch per world size runs every case (4 ranks: marked slow, ≈ 45 s on 2 cores) (tests/distributed/fsdp_worker.py); the tests replay
-the same per-rank gradients through AgentSimulator on FSDP's flat reduce-scatter layout.
+One launch per world size runs every case (tests/distributed/fsdp_worker.py; the 4-rank launch
+is marked slow, ≈ 45 s on 2 cores); the tests replay the same per-rank gradients through
+AgentSimulator on FSDP's flat reduce-scatter layout.
 """
 
 from __future__ import annotations
