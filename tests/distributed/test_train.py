@@ -1,4 +1,5 @@
-"""The trainer: resume = uninterrupted, rank death, non-finite gradients, bad input, world 1."""
+"""The trainer: resume = uninterrupted (DDP and FSDP2), rank death, non-finite gradients, bad
+input, world 1, two torchrun agents as two nodes."""
 
 from __future__ import annotations
 
@@ -51,6 +52,29 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     assert ra["bytes"] == rb["bytes"] and 0 < ra["bytes_ratio_vs_fp32"] < 0.2
     assert len(ra["buckets"]) >= 2 and ra["buckets"] == rb["buckets"]
     assert (full / "loss.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_fsdp_resume_equals_uninterrupted_run(tmp_path):
+    """--parallel fsdp: 2 ranks, DSignSGD as the sign reduce-scatter of every sharded block
+    (three 2-rank launches, ≈ 90 s on 2 cores: slow)."""
+    common = [*TRAIN, *SMALL, "--method", "dsignsgd", "--parallel", "fsdp", "--lr", "0.01",
+              "--checkpoint-every", "3"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    runs = [[*common, "--steps", "6", "--out", str(full)],
+            [*common, "--steps", "3", "--out", str(part)],
+            [*common, "--steps", "6", "--out", str(part), "--resume"]]
+    for argv in runs:
+        results = run_ranks(argv, 2, tmp_path, timeout=150)
+        assert all(r.returncode == 0 for r in results), describe(results)
+    a, b = _model(full), _model(part)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    ra = json.loads((full / "result.json").read_text())
+    rb = json.loads((part / "result.json").read_text())
+    assert ra["loss"] == rb["loss"] and ra["bytes"] == rb["bytes"]
+    assert ra["bytes"]["bytes_sent"] <= ra["bytes"]["bytes_fp32_reduce_scatter"] / 16
 
 
 def test_killing_a_rank_stops_the_others_with_a_clear_error(tmp_path):

@@ -262,3 +262,44 @@ def register_fsdp(model: FSDPModule, method: Method | str | FSDPState, seed: int
         module.set_force_sum_reduction_for_comms(True)
         module.set_gradient_divide_factor(1.0)
     return state
+
+
+def shard_blocks(model: nn.Module) -> nn.Module:
+    """``fully_shard`` every top-level block of ``model`` that has parameters, then the root
+    (the trainer's ``--parallel fsdp``); returns ``model``."""
+    from torch.distributed.fsdp import fully_shard
+
+    for child in model.children():
+        if any(p.requires_grad for p in child.parameters()):
+            fully_shard(child)
+    fully_shard(model)
+    return model
+
+
+def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Full (unsharded, CPU) state dicts of a sharded model and its optimizer, for a
+    checkpoint; a collective: every rank calls it."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return (get_model_state_dict(model, options=options),
+            get_optimizer_state_dict(model, optimizer, options=options))
+
+
+def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict,
+                    optimizer_state: dict) -> None:
+    """Load :func:`full_state`'s dicts into a sharded model (each rank keeps its shards)."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, model_state, options=options)
+    if optimizer_state.get("state"):      # plain SGD keeps none (and torch refuses to load it)
+        set_optimizer_state_dict(model, optimizer, optimizer_state, options=options)
