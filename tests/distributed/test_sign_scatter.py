@@ -105,3 +105,22 @@ def test_counters_of_the_simulation():
     sim.reduce_bucket(grads_for(8, 8000), 0)
     assert sim.counters()["bytes_sent"] == 7 * 126 + 7 * 500
     assert sim.counters()["payload_bytes"] == 8 * 126 + 500
+
+
+@pytest.mark.parametrize("world", [2, 5, 8])
+@pytest.mark.parametrize(("spec", "options"), [
+    ("dsgd", {}), ("dsignsgd", {}), ("dsignsgd", {"sign_wire": "int8"}),
+    ("dsignsgd", {"sign_wire": "bits"}), ("dcsgd:randk:ratio=0.01", {}),
+    ("dcsgd:randk:ratio=0.01", {"randomness": "independent"}), ("dcsgd:qsgd:levels=4", {}),
+    ("dcsgd:natural", {})])
+def test_bucket_traffic_is_what_the_codecs_count(world, spec, options):
+    """The advisor's sizes (wire.bucket_traffic) are the counters of the codecs' run."""
+    from compsde.distributed.wire import bucket_traffic
+
+    d = 3000
+    sim = AgentSimulator(spec, world, seed=2, **options)
+    sim.reduce_bucket(grads_for(world, d), 0)
+    method = methods.make(spec)
+    _, payload, moved = bucket_traffic(method.name, method.compressor, d, world, **options)
+    assert sim.counters()["payload_bytes"] == payload
+    assert sim.counters()["bytes_sent"] == pytest.approx(moved, rel=1e-12)

@@ -202,3 +202,31 @@ def test_compsde_train_subcommand_forwards_and_exits_2(tmp_path):
     assert done.value.code == 2
     assert cli_main(["train", *SMALL, "--simulate-agents", "2", "--steps", "2",
                      "--out", str(tmp_path)]) == 0
+
+
+@pytest.mark.slow
+def test_two_torchrun_agents_as_two_nodes(tmp_path):
+    """Two torchrun agents (``--nnodes 2 --node-rank 0|1``, c10d rendezvous on 127.0.0.1) train
+    together with the DSignSGD hook: both nodes' ranks end with the same model."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "COMPSDE_INIT_METHOD")}
+    env.update({"OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"})
+    out = tmp_path / "o"
+    procs = [subprocess.Popen(
+        [torchrun, "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(node),
+         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "t",
+         *TRAIN, *SMALL, "--method", "dsignsgd", "--steps", "4", "--checkpoint-every",
+         "4", "--out", str(out)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for node in (0, 1)]
+    results = wait_ranks(procs, 180)
+    assert all(r.returncode == 0 for r in results), describe(results)
+    summary = json.loads((out / "result.json").read_text())
+    assert summary["world"] == 2 and summary["steps"] == list(range(4))
+    assert 0 < summary["bytes_ratio_vs_fp32"] < 1 / 16

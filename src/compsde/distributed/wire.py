@@ -302,3 +302,30 @@ class CountPlanes:
             else:
                 self._acc.add_(self._words)
         return out.copy_(self._acc.view(torch.uint8).view(-1))
+
+
+def bucket_traffic(method: str, compressor, d: int, world: int, *, sign_wire: str = "auto",
+                   randomness: str = "shared", value_bytes: int = 4) -> tuple[str, float, float]:
+    """``(collective, payload, moved)`` of one bucket of ``d`` values: the sizes the codecs of
+    :mod:`.codecs` account (status slots included), for the advisor's time model.
+
+    ``method`` is ``dsgd``, ``dcsgd`` (``compressor``: identity, randk, bernoulli, qsgd,
+    natural) or ``dsignsgd``. Bernoulli's payload is its expectation (``p·d`` kept values).
+    """
+    if method == "dsignsgd":
+        wire = best_sign_wire(d, world) if sign_wire == "auto" else sign_wire
+        payload, moved = sign_wire_traffic(wire, d, world)
+        kind = {"bits": "all_gather", "int8": "allreduce", "scatter": "reduce_scatter"}[wire]
+        return kind, float(payload), moved
+    name = "identity" if method == "dsgd" or compressor is None else compressor.name
+    if name == "identity":
+        size = value_bytes * d
+        return "allreduce", float(size), allreduce_bytes(size, world)
+    if name in ("randk", "bernoulli"):
+        kept = compressor.k_for(d) if name == "randk" else compressor.p * d
+        size = value_bytes * (kept + 1)
+        if randomness == "shared":
+            return "allreduce", float(size), allreduce_bytes(size, world)
+        return "all_gather", float(size), float((world - 1) * size)
+    size = compressor.wire_bits(d, torch.float32) // 8 + 1
+    return "all_gather", float(size), all_gather_bytes(size, world)
