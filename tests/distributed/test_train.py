@@ -18,7 +18,14 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from ddp_spawn import describe, rank_env, run_ranks, start_ranks, wait_ranks  # noqa: E402
+from ddp_spawn import (  # noqa: E402
+    RankResult,
+    describe,
+    rank_env,
+    run_ranks,
+    start_ranks,
+    wait_ranks,
+)
 
 from compsde.distributed.train import main  # noqa: E402
 
@@ -79,7 +86,8 @@ def test_fsdp_resume_equals_uninterrupted_run(tmp_path):
 
 def test_killing_a_rank_stops_the_others_with_a_clear_error(tmp_path):
     timeout = 20
-    argv = [*TRAIN, *SMALL, "--method", "dsignsgd", "--steps", "100000", "--lr", "0.001",
+    argv = [*TRAIN, *SMALL, "--method", "dsignsgd", "--sign-wire", "scatter",   # 2 collectives
+            "--steps", "100000", "--lr", "0.001",
             "--checkpoint-every", "5", "--timeout", str(timeout), "--out", str(tmp_path / "o")]
     procs = start_ranks(argv, 2, tmp_path)
     deadline = time.monotonic() + 120
@@ -223,9 +231,19 @@ def test_two_torchrun_agents_as_two_nodes(tmp_path):
          "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "t",
          *TRAIN, *SMALL, "--method", "dsignsgd", "--steps", "4", "--checkpoint-every",
          "4", "--out", str(out)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
         for node in (0, 1)]
-    results = wait_ranks(procs, 180)
+    deadline, results = time.monotonic() + 150, []
+    for node, proc in enumerate(procs):
+        try:
+            out_text, err_text = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:      # kill the agents with their workers
+            for other in procs:
+                if other.poll() is None:
+                    os.killpg(other.pid, signal.SIGKILL)
+            out_text, err_text = proc.communicate()
+        results.append(RankResult(node, proc.returncode, out_text, err_text))
     assert all(r.returncode == 0 for r in results), describe(results)
     summary = json.loads((out / "result.json").read_text())
     assert summary["world"] == 2 and summary["steps"] == list(range(4))
