@@ -15,6 +15,8 @@ CASES: dict[str, tuple[str, dict]] = {
     "dsgd": ("dsgd", {}),
     "dsignsgd": ("dsignsgd", {}),
     "dsignsgd-int8": ("dsignsgd", {"sign_wire": "int8"}),
+    "dsignsgd-bits": ("dsignsgd", {"sign_wire": "bits"}),
+    "dsignsgd-scatter": ("dsignsgd", {"sign_wire": "scatter"}),
     "randk": ("dcsgd:randk:ratio=0.05", {}),
     "randk-independent": ("dcsgd:randk:ratio=0.05", {"randomness": "independent"}),
     "bernoulli": ("dcsgd:bernoulli:p=0.1", {}),
@@ -23,6 +25,12 @@ CASES: dict[str, tuple[str, dict]] = {
     "natural": ("dcsgd:natural", {}),
     "dsignsgd-cauchy": ("dsignsgd", {"noise": "student-t:nu=1,scale=0.5"}),
 }
+
+
+# The cases of the 8-rank launch (8 processes share the machine's cores): every sign wire,
+# exact Rand-k coordinates, the non-finite policy on the reduce-scatter.
+WORLD8_CASES = ("dsignsgd", "dsignsgd-bits", "dsignsgd-scatter", "randk", "mlp",
+                "nan-raise-scatter", "nan-skip-scatter")
 
 
 def cases(world: int) -> dict[str, tuple[str, dict]]:
@@ -35,6 +43,8 @@ ERROR_CASES: dict[str, tuple[str, dict, int | None]] = {
     "nan-raise-dsgd": ("dsgd", {}, 1),
     "nan-raise-randk": ("dcsgd:randk:ratio=0.05", {}, 1),
     "nan-skip-sign": ("dsignsgd", {"on_nonfinite": "skip"}, 1),
+    "nan-raise-scatter": ("dsignsgd", {"sign_wire": "scatter"}, 1),
+    "nan-skip-scatter": ("dsignsgd", {"sign_wire": "scatter", "on_nonfinite": "skip"}, 1),
     "nan-skip-qsgd": ("dcsgd:qsgd:levels=4", {"on_nonfinite": "skip"}, 1),
     "k-too-large": ("dcsgd:randk:k=50000", {}, None),
 }

@@ -1,10 +1,10 @@
 """One rank of the hook tests: every case trains a few steps under DDP + our hook.
 
-Run as ``python hook_worker.py OUT_DIR`` with RANK, WORLD_SIZE and COMPSDE_INIT_METHOD set
-(tests/distributed/ddp_spawn.py). Writes ``OUT_DIR/rank{r}.pt`` with, per case, the parameters
-after every step, the bucket layout of every step, the byte counters and any error message.
-The gradients are known functions of ``(rank, step)`` so the test can replay them in-process.
-"""
+Run as ``python hook_worker.py OUT_DIR [CASE,CASE,…]`` with RANK, WORLD_SIZE and
+COMPSDE_INIT_METHOD set (tests/distributed/ddp_spawn.py). Writes ``OUT_DIR/rank{r}.pt`` with,
+per case, the parameters after every step, the bucket layout of every step, the byte counters
+and any error message. The gradients are known functions of ``(rank, step)`` so the test can
+replay them in-process."""
 
 from __future__ import annotations
 
@@ -84,14 +84,18 @@ def main() -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=os.environ["COMPSDE_INIT_METHOD"], rank=rank,
                             world_size=world, timeout=datetime.timedelta(seconds=60))
+    only = sys.argv[2].split(",") if len(sys.argv) > 2 else None
     results = {}
     for name, (spec, options) in cases(world).items():
-        started = time.perf_counter()
-        results[name] = run_case(spec, options, rank, world)
-        results[name]["seconds"] = time.perf_counter() - started
-    results["mlp"] = run_mlp(rank)
+        if only is None or name in only:
+            started = time.perf_counter()
+            results[name] = run_case(spec, options, rank, world)
+            results[name]["seconds"] = time.perf_counter() - started
+    if only is None or "mlp" in only:
+        results["mlp"] = run_mlp(rank)
     for name, (spec, options, nan_step) in ERROR_CASES.items():
-        results[name] = run_case(spec, options, rank, world, nan_step)
+        if only is None or name in only:
+            results[name] = run_case(spec, options, rank, world, nan_step)
     torch.save(results, out / f"rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()

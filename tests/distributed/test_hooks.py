@@ -1,11 +1,13 @@
-"""DDP hooks on 2 and 4 gloo ranks vs the in-process simulation of the same method.
+"""DDP hooks on 2, 4 and 8 gloo ranks vs the in-process simulation of the same method.
 
-One launch per world size runs every case (tests/distributed/hook_worker.py); the tests replay
-the same per-rank gradients, seeds and bucket layouts through AgentSimulator and compare.
+One launch per world size runs every case (tests/distributed/hook_worker.py; at 8 ranks the
+sign wires, Rand-k and the non-finite policy of the reduce-scatter); the tests replay the same
+per-rank gradients, seeds and bucket layouts through AgentSimulator and compare.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from ddp_cases import (  # noqa: E402
     MLP_CAP_MB,
     SHAPES,
     STEPS,
+    WORLD8_CASES,
     cases,
     mlp_batch,
     mlp_model,
@@ -31,7 +34,7 @@ from ddp_spawn import describe, run_ranks  # noqa: E402
 from compsde.distributed import AgentSimulator, ddp_layout  # noqa: E402
 from compsde.distributed.wire import all_gather_bytes, allreduce_bytes  # noqa: E402
 
-WORLDS = (2, 4)
+WORLDS = (2, 4, 8)
 NAMES = [f"weights.{i}" for i in range(len(SHAPES))]
 
 
@@ -39,9 +42,19 @@ NAMES = [f"weights.{i}" for i in range(len(SHAPES))]
 def launched(request, tmp_path_factory):
     world = request.param
     out = tmp_path_factory.mktemp(f"hooks{world}")
-    results = run_ranks([str(HERE / "hook_worker.py"), str(out)], world, out, timeout=150)
+    argv = [str(HERE / "hook_worker.py"), str(out)]
+    if world == 8:
+        argv.append(",".join(WORLD8_CASES))
+    results = run_ranks(argv, world, out, timeout=240)
     assert all(r.returncode == 0 for r in results), describe(results)
     return world, [torch.load(out / f"rank{r}.pt") for r in range(world)]
+
+
+def case_records(ranks: list[dict], name: str) -> list[dict]:
+    """Every rank's record of ``name``; skips cases the launch of this world size left out."""
+    if name not in ranks[0]:
+        pytest.skip(f"{name} is not run at {len(ranks)} ranks (WORLD8_CASES)")
+    return [rank[name] for rank in ranks]
 
 
 def simulate(world: int, spec: str, options: dict, layouts: list[dict], nan_step=None):
@@ -73,7 +86,7 @@ def exact_case(name: str, world: int) -> bool:
 def test_hook_matches_simulation(launched, name):
     world, ranks = launched
     spec, options = cases(world)[name]
-    record = ranks[0][name]
+    record = case_records(ranks, name)[0]
     assert "error" not in record, record["error"]
     assert len(record["layouts"][-1]) >= 2, "the model must span several DDP buckets"
     sim, history = simulate(world, spec, options, record["layouts"])
@@ -91,16 +104,16 @@ def test_hook_matches_simulation(launched, name):
 @pytest.mark.parametrize("name", [*cases(4), "mlp"])
 def test_every_rank_holds_identical_parameters(launched, name):
     _world, ranks = launched
-    for other in ranks[1:]:
-        for got, want in zip(other[name]["params"][-1], ranks[0][name]["params"][-1],
-                             strict=True):
+    records = case_records(ranks, name)
+    for other in records[1:]:
+        for got, want in zip(other["params"][-1], records[0]["params"][-1], strict=True):
             assert torch.equal(got, want), name
 
 
 def test_real_model_dsignsgd_bitwise(launched):
     """DSignSGD through real forward/backward passes of an MLP equals the simulation."""
     world, ranks = launched
-    record = ranks[0]["mlp"]
+    record = case_records(ranks, "mlp")[0]
     assert len(record["layouts"][-1]) >= 2
     assert record["layouts"][-1] == ddp_layout(mlp_model(), MLP_CAP_MB)   # after DDP's rebuild
     threads = torch.get_num_threads()
@@ -133,11 +146,24 @@ def _bucket_sizes(layout: dict) -> list[int]:
     return [sum(size[n] for n in names) for _, names in sorted(layout.items())]
 
 
-@pytest.mark.parametrize("name", ["dsgd", "dsignsgd", "dsignsgd-int8", "randk", "qsgd",
-                                  "natural", "randk-independent"])
+def _sign_scatter_sizes(d: int, world: int) -> tuple[int, float]:
+    """All-to-all of N messages of s/8 sign bytes + 1 status byte, all-gather of b·s/8 count
+    bytes, s = d rounded up to N whole-byte shards, b = ⌈log₂(N + 1)⌉."""
+    shard_bytes = math.ceil(d / (8 * world))
+    bits = math.ceil(math.log2(world + 1))
+    return (world * (shard_bytes + 1) + bits * shard_bytes,
+            (world - 1) * (shard_bytes + 1) + (world - 1) * bits * shard_bytes)
+
+
+@pytest.mark.parametrize("name", ["dsgd", "dsignsgd", "dsignsgd-int8", "dsignsgd-bits",
+                                  "dsignsgd-scatter", "randk", "qsgd", "natural",
+                                  "randk-independent"])
 def test_byte_counters_equal_analytic_sizes(launched, name):
     world, ranks = launched
-    record = ranks[0][name]
+    record = case_records(ranks, name)[0]
+    # "auto": the bit all-gather up to 4 ranks (ties included), the reduce-scatter beyond
+    wire = {"dsignsgd": "bits" if world <= 4 else "scatter", "dsignsgd-bits": "bits",
+            "dsignsgd-scatter": "scatter"}.get(name)
     sent = fp32 = 0.0
     payload = 0
     for layout in record["layouts"]:
@@ -146,9 +172,11 @@ def test_byte_counters_equal_analytic_sizes(launched, name):
                 size, moved = 4 * d, allreduce_bytes(4 * d, world)
             elif name.startswith("dsignsgd-int8"):
                 size, moved = d + 1, allreduce_bytes(d + 1, world)
-            elif name == "dsignsgd":
+            elif wire == "bits":
                 size = (d + 7) // 8 + 1
                 moved = all_gather_bytes(size, world)
+            elif wire == "scatter":
+                size, moved = _sign_scatter_sizes(d, world)
             elif name.startswith("randk"):
                 k = max(1, round(0.05 * d))
                 size = 4 * (k + 1)
@@ -168,31 +196,31 @@ def test_byte_counters_equal_analytic_sizes(launched, name):
     assert counters["bytes_sent"] == pytest.approx(sent, rel=1e-12)
     assert counters["bytes_received"] == pytest.approx(sent, rel=1e-12)
     assert counters["bytes_fp32_allreduce"] == pytest.approx(fp32, rel=1e-12)
-    if name == "dsignsgd" and world == 2:
-        assert counters["bytes_sent"] <= counters["bytes_fp32_allreduce"] / 16
+    if name == "dsignsgd":     # ≤ (1 + ⌈log₂(N + 1)⌉)/64 of fp32 allreduce, padding aside
+        bound = (1 + math.ceil(math.log2(world + 1))) / 64
+        assert counters["bytes_sent"] <= counters["bytes_fp32_allreduce"] * bound * 1.01
 
 
-@pytest.mark.parametrize("name", ["nan-raise-sign", "nan-raise-dsgd", "nan-raise-randk"])
+@pytest.mark.parametrize("name", ["nan-raise-sign", "nan-raise-dsgd", "nan-raise-randk",
+                                  "nan-raise-scatter"])
 def test_nonfinite_gradient_raises_on_every_rank(launched, name):
     _world, ranks = launched
-    for rank in ranks:
-        record = rank[name]
+    for record in case_records(ranks, name):
         assert "non-finite gradient at step 1" in record["error"], record.get("error")
         assert len(record["params"]) == 1          # step 0 done, step 1 raised
 
 
-@pytest.mark.parametrize("name", ["nan-skip-sign", "nan-skip-qsgd"])
+@pytest.mark.parametrize("name", ["nan-skip-sign", "nan-skip-qsgd", "nan-skip-scatter"])
 def test_nonfinite_gradient_skip(launched, name):
     world, ranks = launched
     spec, options, nan_step = ERROR_CASES[name]
-    for rank in ranks:
-        record = rank[name]
+    for record in case_records(ranks, name):
         assert record["skipped_steps"] == [1] and record["skipped"] == [False, True, False]
         assert all(torch.equal(a, b) for a, b in zip(record["params"][0],
                                                      record["params"][1], strict=True))
     _, history = simulate(world, spec, options, ranks[0][name]["layouts"], nan_step=nan_step)
     for got, want in zip(ranks[0][name]["params"][-1], history[-1], strict=True):
-        if name.endswith("sign"):
+        if name.endswith(("sign", "scatter")):
             assert torch.equal(got, want)
         else:
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
@@ -200,14 +228,14 @@ def test_nonfinite_gradient_skip(launched, name):
 
 def test_k_larger_than_bucket_is_a_clear_error_on_every_rank(launched):
     _world, ranks = launched
-    for rank in ranks:
-        error = rank["k-too-large"]["error"]
+    for record in case_records(ranks, "k-too-large"):
+        error = record["error"]
         assert error.startswith("ValueError: compressor randk:k=50000 keeps k=50000")
         assert "bucket" in error
 
 
 def test_state_pickles_for_checkpoints(launched):
     world, ranks = launched
-    state = ranks[0]["randk"]["pickled"]
+    state = case_records(ranks, "randk")[0]["pickled"]
     assert state["step"] == STEPS and state["seed"] == 7 and state["world"] == world
     assert state["method_spec"] == "dcsgd:randk:ratio=0.05"

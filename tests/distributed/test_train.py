@@ -1,4 +1,5 @@
-"""The trainer: resume = uninterrupted, rank death, non-finite gradients, bad input, world 1."""
+"""The trainer: resume = uninterrupted (DDP and FSDP2), rank death, non-finite gradients, bad
+input, world 1, two torchrun agents as two nodes."""
 
 from __future__ import annotations
 
@@ -17,7 +18,14 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from ddp_spawn import describe, rank_env, run_ranks, start_ranks, wait_ranks  # noqa: E402
+from ddp_spawn import (  # noqa: E402
+    RankResult,
+    describe,
+    rank_env,
+    run_ranks,
+    start_ranks,
+    wait_ranks,
+)
 
 from compsde.distributed.train import main  # noqa: E402
 
@@ -53,9 +61,33 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     assert (full / "loss.png").stat().st_size > 0
 
 
+@pytest.mark.slow
+def test_fsdp_resume_equals_uninterrupted_run(tmp_path):
+    """--parallel fsdp: 2 ranks, DSignSGD as the sign reduce-scatter of every sharded block
+    (three 2-rank launches, ≈ 90 s on 2 cores: slow)."""
+    common = [*TRAIN, *SMALL, "--method", "dsignsgd", "--parallel", "fsdp", "--lr", "0.01",
+              "--checkpoint-every", "3"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    runs = [[*common, "--steps", "6", "--out", str(full)],
+            [*common, "--steps", "3", "--out", str(part)],
+            [*common, "--steps", "6", "--out", str(part), "--resume"]]
+    for argv in runs:
+        results = run_ranks(argv, 2, tmp_path, timeout=150)
+        assert all(r.returncode == 0 for r in results), describe(results)
+    a, b = _model(full), _model(part)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    ra = json.loads((full / "result.json").read_text())
+    rb = json.loads((part / "result.json").read_text())
+    assert ra["loss"] == rb["loss"] and ra["bytes"] == rb["bytes"]
+    assert ra["bytes"]["bytes_sent"] <= ra["bytes"]["bytes_fp32_reduce_scatter"] / 16
+
+
 def test_killing_a_rank_stops_the_others_with_a_clear_error(tmp_path):
     timeout = 20
-    argv = [*TRAIN, *SMALL, "--method", "dsignsgd", "--steps", "100000", "--lr", "0.001",
+    argv = [*TRAIN, *SMALL, "--method", "dsignsgd", "--sign-wire", "scatter",   # 2 collectives
+            "--steps", "100000", "--lr", "0.001",
             "--checkpoint-every", "5", "--timeout", str(timeout), "--out", str(tmp_path / "o")]
     procs = start_ranks(argv, 2, tmp_path)
     deadline = time.monotonic() + 120
@@ -178,3 +210,41 @@ def test_compsde_train_subcommand_forwards_and_exits_2(tmp_path):
     assert done.value.code == 2
     assert cli_main(["train", *SMALL, "--simulate-agents", "2", "--steps", "2",
                      "--out", str(tmp_path)]) == 0
+
+
+@pytest.mark.slow
+def test_two_torchrun_agents_as_two_nodes(tmp_path):
+    """Two torchrun agents (``--nnodes 2 --node-rank 0|1``, c10d rendezvous on 127.0.0.1) train
+    together with the DSignSGD hook: both nodes' ranks end with the same model."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "COMPSDE_INIT_METHOD")}
+    env.update({"OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"})
+    out = tmp_path / "o"
+    procs = [subprocess.Popen(
+        [torchrun, "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(node),
+         "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "t",
+         *TRAIN, *SMALL, "--method", "dsignsgd", "--steps", "4", "--checkpoint-every",
+         "4", "--out", str(out)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+        for node in (0, 1)]
+    deadline, results = time.monotonic() + 150, []
+    for node, proc in enumerate(procs):
+        try:
+            out_text, err_text = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:      # kill the agents with their workers
+            for other in procs:
+                if other.poll() is None:
+                    os.killpg(other.pid, signal.SIGKILL)
+            out_text, err_text = proc.communicate()
+        results.append(RankResult(node, proc.returncode, out_text, err_text))
+    assert all(r.returncode == 0 for r in results), describe(results)
+    summary = json.loads((out / "result.json").read_text())
+    assert summary["world"] == 2 and summary["steps"] == list(range(4))
+    assert 0 < summary["bytes_ratio_vs_fp32"] < 1 / 16

@@ -9,6 +9,9 @@ agent, N agents, latency α (seconds per message) and bandwidth β (bytes/s):
     allreduce  t = 2(N−1)α + 2(N−1)/N · S/β        all-gather  t = (N−1)α + (N−1) · S/β
 
 (Thakur, Rabenseifner & Gropp 2005; the byte counts are ``distributed.wire``'s). N = 1 costs 0.
+DSignSGD from N = 5 on uses the sign reduce-scatter, ``2(N−1)α + (N−1)/N·(1 + b)·d/8 / β``
+with ``b = ⌈log₂(N + 1)⌉``; :func:`method_traffic` gives every method's bytes exactly as the
+hook's counters add them (one function for both).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import re
 import torch
 
 from ..compressors import Compressor
-from ..distributed.wire import all_gather_bytes, allreduce_bytes
+from ..distributed.wire import all_gather_bytes, allreduce_bytes, bucket_traffic
 
 ALLREDUCE, ALL_GATHER = "allreduce", "all_gather"
 _SUMMABLE = ("identity", "randk", "bernoulli")
@@ -102,3 +105,22 @@ def comm_seconds(collective: str, nbytes: int, agents: int, bandwidth: float,
         return 0.0
     messages = 2 * (agents - 1) if collective == ALLREDUCE else agents - 1
     return messages * latency + moved_bytes(collective, nbytes, agents) / bandwidth
+
+
+def method_traffic(method: str, compressor: Compressor | None, d: int,
+                   agents: int) -> tuple[str, float, float]:
+    """``(collective, payload, moved)`` per step of the wire the DDP hook uses for ``d``
+    values in one bucket: :func:`compsde.distributed.wire.bucket_traffic`, the sizes the
+    hook's byte counters add up (DSignSGD's ``auto`` wire: the bit all-gather up to N = 4,
+    the sign reduce-scatter beyond)."""
+    return bucket_traffic(method, compressor, d, agents)
+
+
+def traffic_seconds(collective: str, moved: float, agents: int, bandwidth: float,
+                    latency: float) -> float:
+    """Alpha-beta time of ``moved`` bytes per rank: ``2(N−1)`` latencies for an allreduce and
+    for the sign reduce-scatter (all-to-all + all-gather), ``N−1`` for an all-gather."""
+    if agents <= 1:
+        return 0.0
+    messages = agents - 1 if collective == ALL_GATHER else 2 * (agents - 1)
+    return messages * latency + moved / bandwidth

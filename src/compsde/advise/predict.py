@@ -183,11 +183,10 @@ def advise(measurement: NoiseMeasurement, *, lr: float, agents: int, batch: int 
         warnings.append("curvature L unknown or ≤ 0: stability limits and ρ are not applied")
 
     def comm(method: str, comp: Any) -> tuple[int, str, float, float | None]:
-        nbytes = network.message_bytes(method, comp, m.d)
-        kind = network.collective_for(method, comp)
-        t = None if bandwidth is None else network.comm_seconds(kind, nbytes, agents,
-                                                                 bandwidth, latency)
-        return nbytes, kind, network.moved_bytes(kind, nbytes, agents), t
+        kind, payload, moved = network.method_traffic(method, comp, m.d, agents)
+        t = None if bandwidth is None else network.traffic_seconds(kind, moved, agents,
+                                                                    bandwidth, latency)
+        return math.ceil(payload), kind, moved, t
 
     preds: list[Prediction] = []
     # -- DSGD and DCSGD ------------------------------------------------------------------------

@@ -2,10 +2,11 @@
 
 :class:`AgentSimulator` runs the same codecs as the DDP hook (:mod:`.codecs`) on the N agents'
 bucket gradients, replacing the collective by its definition — the sum of the N payloads for an
-allreduce, their stack for an all-gather. Given the same per-rank gradients, seed and bucket
-layout it reproduces the hook's update: bitwise for DSignSGD, Rand-k's kept coordinates and,
-with two agents, every sum (``a + b`` is exact in either order); to rounding for sums over more
-agents (the ring allreduce adds in another order).
+allreduce, their stack for an all-gather, and for the sign reduce-scatter row ``r`` of every
+payload to agent ``r``, whose reduced messages are stacked again. Given the same per-rank
+gradients, seed and bucket layout it reproduces the hook's update: bitwise for DSignSGD,
+Rand-k's kept coordinates and, with two agents, every sum (``a + b`` is exact in either order);
+to rounding for sums over more agents (the ring allreduce adds in another order).
 
 It is the engine of ``compsde train --simulate-agents N`` and the reference of the multi-process
 tests. Layout helpers split a model's parameters into buckets like DDP does.
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 
 from .._checks import check_int
 from ..methods import Method
-from .codecs import ALLREDUCE, BucketKey
+from .codecs import ALLREDUCE, SCATTER, BucketKey
 from .protocol import Protocol
 
 Layout = dict[int, tuple[str, ...]]
@@ -53,7 +54,12 @@ class AgentSimulator(Protocol):
             key = BucketKey(self.seed, self.step, bucket, rank)
             payloads.append(self.prepare(grads[rank], key, codec).clone())
         self.account(codec, payloads[0])
-        if codec.collective == ALLREDUCE:
+        if codec.collective == SCATTER:       # all-to-all, each rank's reduce, all-gather
+            combined = codec.gather_buffer(codec.gathered.shape[1], torch.uint8)
+            for rank in range(self.world):
+                received = torch.stack([payload[rank] for payload in payloads])
+                combined[rank].copy_(codec.reduce(received))
+        elif codec.collective == ALLREDUCE:
             combined = payloads[0]
             for payload in payloads[1:]:
                 combined.add_(payload)

@@ -9,9 +9,11 @@ parameter, so a plain ``torch.optim.SGD(lr=η)`` step performs ``x ← x − η 
 - DCSGD ``m_i = C_i(g_i)`` for an unbiased compressor, each DDP bucket being one message;
 - DSignSGD ``m_i = sign(g_i)`` with the server *mean* of the signs (not majority vote).
 
-Each hook call issues exactly one collective from the hook body and decodes in a ``.then()``
+Each hook call issues its collectives from the hook body and decodes in a ``.then()``
 callback that never waits on anything (PyTorch's PowerSGD hook waits inside ``.then()`` and
-deadlocks on gloo with several buckets; DESIGN.md). The wire of every method is documented in
+deadlocks on gloo with several buckets; DESIGN.md). The sign reduce-scatter's second
+collective is issued from the next bucket's hook body (:class:`_ScatterStage`), so every rank
+issues collectives in one order. The wire of every method is documented in
 :mod:`.codecs`; traffic accounting in :mod:`.wire`.
 
 Bucket layouts: DDP reduces the first backward pass in one bucket, then rebuilds its buckets
@@ -40,7 +42,7 @@ from torch import Tensor, nn
 
 from ..methods import Method
 from ..noise import NoiseLaw
-from .codecs import ALLREDUCE, BucketKey
+from .codecs import ALLREDUCE, SCATTER, BucketKey, Codec
 from .protocol import Protocol
 
 # torch >= 2.13 names it all_gather_single (all_gather_into_tensor warns it is deprecated).
@@ -68,6 +70,7 @@ class HookState(Protocol):
         self.layout: dict[int, tuple[str, ...]] = {}
         self._names: dict[int, str] = {}
         self.passthrough = False
+        self.pending: list[_ScatterStage] = []
 
     def attach(self, module: nn.Module) -> None:
         """Remember parameter names of ``module`` so layouts can name them."""
@@ -87,6 +90,7 @@ class HookState(Protocol):
         self.layout = {}
         self._names = {}
         self.passthrough = False
+        self.pending = []
 
 
 def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future[Tensor]:
@@ -99,36 +103,88 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
         return done
     if index == 0:
         state.begin_step()
+        state.pending.clear()
     key = BucketKey(state.seed, state.step, index, state.rank)
     state.record_layout(bucket)
     codec = state.codec(index, buffer)
     payload = state.prepare(buffer, key, codec)
     state.account(codec, payload)
-    if codec.collective == ALLREDUCE:
-        combined = payload
-        work = dist.all_reduce(payload, group=state.process_group, async_op=True)
+    earlier, state.pending = state.pending, []
+    group = state.process_group
+    if codec.collective == SCATTER:
+        work = dist.all_to_all_single(codec.received.view(-1), payload.view(-1), group=group,
+                                      async_op=True)
+        stage = _ScatterStage(codec, key, buffer, work, torch.futures.Future())
+        future = stage.result
     else:
-        combined = codec.gathered
-        work = _all_gather(combined.view(-1), payload, group=state.process_group,
-                           async_op=True)
+        combined = payload if codec.collective == ALLREDUCE else codec.gathered
+        if codec.collective == ALLREDUCE:
+            work = dist.all_reduce(payload, group=group, async_op=True)
+        else:
+            work = _all_gather(combined.view(-1), payload, group=group, async_op=True)
+
+        def decode(fut: torch.futures.Future) -> Tensor:
+            fut.value()                    # re-raises a failed collective; never waits
+            return state.finish(codec, combined, key, buffer)
+
+        future = work.get_future().then(decode)
+    for previous in earlier:               # second halves of earlier buckets, in bucket order
+        previous.gather_counts(state)
+    if codec.collective == SCATTER:
+        if bucket.is_last():
+            stage.gather_counts(state)
+        else:
+            state.pending.append(stage)
     if bucket.is_last():
         state.step += 1
-
-    def decode(fut: torch.futures.Future) -> Tensor:
-        fut.value()                    # re-raises a failed collective; never waits
-        return state.finish(codec, combined, key, buffer)
-
-    return work.get_future().then(decode)
+    return future
 
 
-def register(ddp_model: nn.parallel.DistributedDataParallel, method: Method | str | HookState,
+class _ScatterStage:
+    """A bucket of the sign reduce-scatter between its two collectives.
+
+    Its all-gather needs the counts of the all-to-all's result, so it is issued from the hook
+    body of the *next* bucket (or of this one when it is the last): DDP calls hooks in bucket
+    order on every rank, so every rank issues ``a2a(0), a2a(1), ag(0), a2a(2), ag(1), …`` in
+    the same order, and the all-to-all it waits for has had a bucket's backward to finish. No
+    callback waits or issues a collective.
+    """
+
+    __slots__ = ("buffer", "codec", "key", "result", "work")
+
+    def __init__(self, codec: Codec, key: BucketKey, buffer: Tensor, work: Any,
+                 result: torch.futures.Future):
+        self.codec, self.key, self.buffer, self.work, self.result = (codec, key, buffer, work,
+                                                                     result)
+
+    def gather_counts(self, state: "HookState") -> None:
+        self.work.wait()                   # hook body: raises if the all-to-all failed
+        codec, key, buffer, result = self.codec, self.key, self.buffer, self.result
+        message = codec.reduce(codec.received)
+        gathered = codec.gathered
+        work = _all_gather(gathered.view(-1), message, group=state.process_group,
+                           async_op=True)
+
+        def decode(fut: torch.futures.Future) -> None:
+            try:
+                fut.value()
+                result.set_result(state.finish(codec, gathered, key, buffer))
+            except Exception as exc:      # reaches DDP through the bucket's future
+                result.set_exception(exc)
+
+        work.get_future().then(decode)
+
+
+def register(ddp_model: nn.Module, method: Method | str | HookState,
              seed: int = 0, process_group: dist.ProcessGroup | None = None, *,
-             noise: NoiseLaw | str | None = None, sign_wire: str = "bits",
+             noise: NoiseLaw | str | None = None, sign_wire: str = "auto",
              randomness: str = "shared", on_nonfinite: str = "raise") -> HookState:
     """Register the hook of ``method`` on ``ddp_model`` and return its :class:`HookState`.
 
     Args:
-        ddp_model: a ``DistributedDataParallel`` model with dense float gradients.
+        ddp_model: a ``DistributedDataParallel`` model with dense float gradients, or a model
+            sharded with FSDP2's ``fully_shard`` (then see :mod:`.fsdp`; returns its
+            :class:`~compsde.distributed.fsdp.FSDPState`).
         method: ``"dsgd"``, ``"dsignsgd"``, ``"dcsgd:<compressor>"`` (randk, bernoulli, qsgd,
             natural, identity), a :class:`~compsde.methods.Method`, or a loaded
             :class:`HookState` to resume (then ``seed`` and the options are taken from it).
@@ -145,8 +201,9 @@ def register(ddp_model: nn.parallel.DistributedDataParallel, method: Method | st
     performs the method. With world size 1 it works (a warning notes there is no partner).
     """
     if not isinstance(ddp_model, nn.parallel.DistributedDataParallel):
-        raise ValueError(f"ddp_model must be a torch.nn.parallel.DistributedDataParallel "
-                         f"model, got {type(ddp_model).__name__}")
+        return _register_other(ddp_model, method, seed, process_group, noise=noise,
+                               sign_wire=sign_wire, randomness=randomness,
+                               on_nonfinite=on_nonfinite)
     if isinstance(method, HookState):
         state = method
         state.process_group = process_group
@@ -169,6 +226,28 @@ def register(ddp_model: nn.parallel.DistributedDataParallel, method: Method | st
     state.attach(ddp_model.module)
     ddp_model.register_comm_hook(state, comm_hook)
     return state
+
+
+def _register_other(model: nn.Module, method: Any, seed: int,
+                    process_group: dist.ProcessGroup | None, **options: Any) -> Any:
+    """FSDP2 models go to :func:`.fsdp.register_fsdp`; anything else is a clear error."""
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+    if isinstance(model, FullyShardedDataParallel):
+        raise ValueError("ddp_model is an FSDP1 FullyShardedDataParallel model, which has no "
+                         "custom reduce-scatter; shard it with "
+                         "torch.distributed.fsdp.fully_shard (FSDP2) or wrap it in "
+                         "DistributedDataParallel")
+    if not isinstance(model, FSDPModule):
+        raise ValueError(f"ddp_model must be a torch.nn.parallel.DistributedDataParallel "
+                         f"model or a module sharded with torch.distributed.fsdp.fully_shard, "
+                         f"got {type(model).__name__}")
+    if not dist.is_available() or not dist.is_initialized():
+        raise ValueError("process_group: torch.distributed is not initialised; call "
+                         "torch.distributed.init_process_group first")
+    from .fsdp import register_fsdp
+
+    return register_fsdp(model, method, seed, process_group, **options)
 
 
 def prime_buckets(ddp_model: nn.parallel.DistributedDataParallel, state: HookState,

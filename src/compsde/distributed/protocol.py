@@ -20,10 +20,10 @@ from .. import noise as noise_module
 from .._checks import check_choice, check_int
 from ..methods import Method
 from ..noise import NoiseLaw
-from .codecs import ALLREDUCE, BucketKey, Codec, all_finite, make_codec
-from .wire import all_gather_bytes, allreduce_bytes, derive_seed
+from .codecs import BucketKey, Codec, all_finite, make_codec
+from .wire import allreduce_bytes, derive_seed
 
-SIGN_WIRES = ("bits", "int8")
+SIGN_WIRES = ("auto", "bits", "int8", "scatter")
 RANDOMNESS = ("shared", "independent")
 ON_NONFINITE = ("raise", "skip")
 _NOISE_STREAM = 1   # keeps injected noise apart from compressor randomness
@@ -77,8 +77,11 @@ class Protocol:
         noise: optional law of noise added to each rank's bucket gradient before it is encoded
             (e.g. ``"student-t:nu=1,scale=0.01"``), drawn from ``(seed, step, bucket, rank)``;
             the scale is used as given (no batch division).
-        sign_wire: DSignSGD's wire, ``"bits"`` (all-gather of packed signs) or ``"int8"``
-            (uint8 sum-allreduce, for many ranks).
+        sign_wire: DSignSGD's wire: ``"bits"`` (all-gather of packed signs), ``"int8"``
+            (uint8 sum-allreduce), ``"scatter"`` (sign reduce-scatter: all-to-all of packed
+            signs, all-gather of packed counts) or ``"auto"``, per bucket the one moving the
+            fewest bytes (:func:`.wire.best_sign_wire`; ``bits`` up to N = 4, then
+            ``scatter``). All give bitwise the same mean of signs.
         randomness: Rand-k/Bernoulli coordinates ``"shared"`` by all ranks (one allreduce of
             the kept values) or ``"independent"`` per rank (THEORY.md's setting; all-gather).
         on_nonfinite: ``"raise"`` :class:`NonFiniteGradientError` on every rank, or ``"skip"``:
@@ -86,7 +89,7 @@ class Protocol:
     """
 
     def __init__(self, method: Method | str, seed: int = 0, world: int = 1, rank: int = 0, *,
-                 noise: NoiseLaw | str | None = None, sign_wire: str = "bits",
+                 noise: NoiseLaw | str | None = None, sign_wire: str = "auto",
                  randomness: str = "shared", on_nonfinite: str = "raise"):
         self.method = resolve_method(method)
         self.seed = check_int("seed", seed, minimum=0)
@@ -163,9 +166,7 @@ class Protocol:
 
     def account(self, codec: Codec, payload: Tensor) -> None:
         """Add one bucket's traffic to the counters (module docstring of :mod:`.wire`)."""
-        nbytes = payload.numel() * payload.element_size()
-        moved = (allreduce_bytes(nbytes, self.world) if codec.collective == ALLREDUCE
-                 else all_gather_bytes(nbytes, self.world))
+        nbytes, moved = codec.traffic(payload)
         self.payload_bytes += nbytes
         self.bytes_sent += moved
         self.bytes_received += moved

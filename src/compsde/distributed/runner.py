@@ -28,10 +28,11 @@ from tqdm.auto import tqdm
 from ..io import write_atomic, write_json
 from ..nn.data import Dataset, ShardSampler, load_dataset
 from ..nn.models import count_parameters, make_model
+from . import fsdp
 from .agents import AgentSimulator, ddp_layout
+from .config import TrainConfig
 from .hooks import HookState, prime_buckets, register
 from .report import plot_history
-from .train import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -99,8 +100,9 @@ def evaluate(model: nn.Module, data: Dataset, device: torch.device, rank: int = 
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     index = torch.arange(rank, len(data.y_test), world)
-    with torch.no_grad():
-        for start in range(0, len(index), 1000):
+    per_rank = -(-len(data.y_test) // world)     # same chunk count on every rank (FSDP's
+    with torch.no_grad():                        # forward is a collective)
+        for start in range(0, per_rank, 1000):
             chunk = index[start:start + 1000]
             x = data._prepare(data.x_test[chunk], device)
             y = data.y_test[chunk].to(device)
@@ -216,17 +218,25 @@ def _run_distributed(config: TrainConfig, data: Dataset, device: torch.device) -
         print(note, file=sys.stderr, flush=True)
     model = make_model(config.model, data.image_shape, data.classes, seed=config.seed,
                        device=device)
-    ddp = nn.parallel.DistributedDataParallel(
-        model, device_ids=[device] if device.type == "cuda" else None,
-        bucket_cap_mb=config.bucket_cap_mb)
+    sharded = config.parallel == "fsdp"
+    if sharded:
+        ddp = fsdp.shard_blocks(model)          # the sharded model plays DDP's part below
+    else:
+        ddp = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None,
+            bucket_cap_mb=config.bucket_cap_mb)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr)
     ckpt = _load_checkpoint(config, world, device) if config.resume else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")             # the world-size-1 note is printed above
         if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            saved = HookState.__new__(HookState)
+            if sharded:
+                fsdp.load_full_state(model, opt, ckpt["model"], ckpt["optimizer"])
+            else:
+                model.load_state_dict(ckpt["model"])
+                opt.load_state_dict(ckpt["optimizer"])
+            kind = fsdp.FSDPState if sharded else HookState
+            saved = kind.__new__(kind)
             saved.__setstate__(ckpt["hook"])
             state = register(ddp, saved)
         else:
@@ -234,8 +244,9 @@ def _run_distributed(config: TrainConfig, data: Dataset, device: torch.device) -
                              sign_wire=config.sign_wire, randomness=config.randomness,
                              on_nonfinite=config.on_nonfinite)
     sampler = ShardSampler(len(data.y_train), rank, world, config.batch, config.seed)
-    with guard(0, config.timeout):      # same bucket layout in every step, resumed or not
-        prime_buckets(ddp, state, data.train_batch(sampler.indices(0), device)[0])
+    if not sharded:
+        with guard(0, config.timeout):  # same bucket layout in every step, resumed or not
+            prime_buckets(ddp, state, data.train_batch(sampler.indices(0), device)[0])
     history = _History(ckpt["history"] if ckpt else None)
     start = ckpt["step"] if ckpt else 0
     pending: list[torch.Tensor] = []
@@ -263,11 +274,15 @@ def _run_distributed(config: TrainConfig, data: Dataset, device: torch.device) -
                 history.evals.append({"step": done, **evaluate(model, data, device, rank,
                                                                world, reduce=True)})
         bar.update(1)
-        if config.checkpoint_every and done % config.checkpoint_every == 0 and rank == 0:
-            _checkpoint(Path(config.out), {
-                "step": done, "config": config.run_key(), "world": world,
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "hook": state.__getstate__(), "history": history.state()})
+        if config.checkpoint_every and done % config.checkpoint_every == 0:
+            with guard(done, config.timeout):
+                model_state, opt_state = (fsdp.full_state(model, opt) if sharded
+                                          else (model.state_dict(), opt.state_dict()))
+            if rank == 0:
+                _checkpoint(Path(config.out), {
+                    "step": done, "config": config.run_key(), "world": world,
+                    "model": model_state, "optimizer": opt_state,
+                    "hook": state.__getstate__(), "history": history.state()})
     bar.close()
     seconds = time.perf_counter() - began
     with guard(config.steps, config.timeout):
@@ -276,7 +291,8 @@ def _run_distributed(config: TrainConfig, data: Dataset, device: torch.device) -
                        count_parameters(model), history, state.counters(),
                        state.skipped_steps, seconds, config.steps - start, final)
     summary["rank"] = rank
-    summary["buckets"] = {str(b): list(names) for b, names in sorted(state.layout.items())}
+    layout = getattr(state, "layout", {})           # DDP buckets; FSDP: its sharded blocks
+    summary["buckets"] = {str(b): list(names) for b, names in sorted(layout.items())}
     if rank == 0:
         _finish(config, summary)
     dist.barrier()

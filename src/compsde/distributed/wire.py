@@ -58,24 +58,30 @@ def packed_nbytes(d: int) -> int:
 
 
 class SignPacker:
-    """Pack ``x ≥ 0`` of a flat tensor into bytes (MSB first), reusing its buffers."""
+    """Pack ``x ≥ 0`` of a flat tensor into bytes (MSB first), reusing its buffers.
 
-    def __init__(self, d: int, device: torch.device):
+    With ``length > d`` the ``length − d`` coordinates after ``x`` count as zero bits (the
+    padding of the sign reduce-scatter's equal shards).
+    """
+
+    def __init__(self, d: int, device: torch.device, length: int | None = None):
         self.d = d
+        self.length = d if length is None else length
         self.device = device
-        self._mask = np.empty(d, dtype=np.bool_) if device.type == "cpu" else None
+        self._mask = np.zeros(self.length, dtype=np.bool_) if device.type == "cpu" else None
         self._weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8,
                                      device=device)
 
     def pack(self, x: Tensor, out: Tensor) -> Tensor:
-        """Write the ``ceil(d/8)`` sign bytes of ``x`` into ``out`` (uint8) and return it."""
+        """Write the ``ceil(length/8)`` sign bytes of ``x`` into ``out`` (uint8), return it."""
         if self._mask is not None and x.dtype in (torch.float16, torch.float32, torch.float64):
-            np.greater_equal(x.detach().numpy(), 0, out=self._mask)
-            out.copy_(torch.from_numpy(np.packbits(self._mask)))
+            np.greater_equal(x.detach().numpy(), 0, out=self._mask[: self.d])
+            out.copy_(torch.from_numpy(np.packbits(self._mask)).view(out.shape))
             return out
-        bits = torch.zeros(packed_nbytes(self.d) * 8, dtype=torch.uint8, device=x.device)
+        bits = torch.zeros(packed_nbytes(self.length) * 8, dtype=torch.uint8, device=x.device)
         bits[: self.d] = x >= 0
-        torch.sum(bits.view(-1, 8) * self._weights, dim=1, dtype=torch.uint8, out=out)
+        torch.sum(bits.view(-1, 8) * self._weights, dim=1, dtype=torch.uint8,
+                  out=out.view(-1))
         return out
 
 
@@ -110,20 +116,24 @@ class SignCounter:
     """
 
     def __init__(self, d: int, world: int, device: torch.device):
-        self.d, self.world = d, world
-        nbytes = packed_nbytes(d)
+        self.d, self.world, self.device = d, world, device
+        self._nbytes = nbytes = packed_nbytes(d)
         self._pairs: dict[torch.dtype, tuple[Tensor, Tensor]] = {}
+        self._table: Tensor | None = None
         if world == 2:
             self._pair_bytes = torch.empty((2, nbytes), dtype=torch.int32, device=device)
             self._pair_rows = torch.empty((2, nbytes), dtype=torch.int32, device=device)
-            return
-        group = min(world, SIGN_COUNT_MAX)
+
+    def _word_buffers(self) -> None:
+        """The word table and scratch of :meth:`counts_into` (allocated on first use)."""
+        nbytes, device = self._nbytes, self.device
+        group = min(self.world, SIGN_COUNT_MAX)
         self._table = _word_table(device)
         self._index = torch.empty(group * nbytes, dtype=torch.int32, device=device)
         self._words = torch.empty(group * nbytes, dtype=torch.int64, device=device)
         self._acc = torch.empty(nbytes, dtype=torch.int64, device=device)
         self._total = (torch.zeros(8 * nbytes, dtype=torch.int32, device=device)
-                       if world > SIGN_COUNT_MAX else None)
+                       if self.world > SIGN_COUNT_MAX else None)
 
     def _sum_group(self, gathered: Tensor) -> Tensor:
         rows, nbytes = gathered.shape
@@ -138,7 +148,9 @@ class SignCounter:
         return self._acc.view(torch.uint8)
 
     def counts_into(self, gathered: Tensor, out: Tensor) -> Tensor:
-        """Write the number of ranks with a set bit, per coordinate, into ``out`` (float)."""
+        """Write the number of ranks with a set bit, per coordinate, into ``out``."""
+        if self._table is None:
+            self._word_buffers()
         if self._total is None:
             return out.copy_(self._sum_group(gathered)[: self.d])
         self._total.zero_()
@@ -177,3 +189,143 @@ def allreduce_bytes(nbytes: int, world: int) -> float:
 def all_gather_bytes(nbytes: int, world: int) -> float:
     """Bytes one rank sends (and receives) in a ring all-gather of ``nbytes`` per rank."""
     return float((world - 1) * nbytes)
+
+
+def all_to_all_bytes(nbytes: int, world: int) -> float:
+    """Bytes one rank sends (and receives) in an all-to-all of ``nbytes`` per destination."""
+    return float((world - 1) * nbytes)
+
+
+# -- DSignSGD's sign reduce-scatter ---------------------------------------------------------
+SIGN_WIRE_CHOICES = ("bits", "int8", "scatter")
+
+
+def count_bits(world: int) -> int:
+    """Bits of a count of ``world`` signs, ``0 … N``: ``b = ⌈log₂(N + 1)⌉``."""
+    return max(1, int(world).bit_length())
+
+
+def sign_shard(d: int, world: int) -> int:
+    """Coordinates of one rank's shard in the sign reduce-scatter: ``8·⌈d / 8N⌉`` (the bucket
+    is zero-padded to ``N`` whole-byte shards)."""
+    return 8 * ((d + 8 * world - 1) // (8 * world))
+
+
+def sign_wire_traffic(wire: str, d: int, world: int) -> tuple[int, float]:
+    """``(payload, moved)`` of DSignSGD's ``wire`` for one bucket of ``d`` coordinates on
+    ``world`` ranks: the bytes a rank hands to its collectives and the bytes it sends (and
+    receives) in their ring/pairwise implementations, one status byte per message included.
+
+    - ``bits``: all-gather of ``⌈d/8⌉ + 1`` bytes, moved ``(N−1)(⌈d/8⌉ + 1)``;
+    - ``int8``: uint8 allreduce of ``d + 1`` bytes, moved ``2(N−1)/N · (d + 1)``;
+    - ``scatter``: all-to-all of ``N`` messages of ``s/8 + 1`` bytes (``s`` = :func:`sign_shard`)
+      and all-gather of ``b·s/8`` count bytes: moved ``(N−1)(s/8 + 1 + b·s/8)``, about
+      ``(N−1)/N · (1 + b)·d/8`` (``b`` = :func:`count_bits`).
+    """
+    if wire == "bits":
+        size = packed_nbytes(d) + 1
+        return size, all_gather_bytes(size, world)
+    if wire == "int8":
+        return d + 1, allreduce_bytes(d + 1, world)
+    if wire == "scatter":
+        shard_bytes = sign_shard(d, world) // 8
+        message, counts = shard_bytes + 1, count_bits(world) * shard_bytes
+        return (world * message + counts,
+                all_to_all_bytes(message, world) + all_gather_bytes(counts, world))
+    raise ValueError(f"sign_wire must be one of {', '.join(SIGN_WIRE_CHOICES)}, got {wire!r}")
+
+
+def best_sign_wire(d: int, world: int) -> str:
+    """The wire of :func:`sign_wire_traffic` that moves the fewest bytes (``sign_wire="auto"``);
+    ties go to the one-collective wires. ``int8`` serves at most 255 ranks."""
+    wires = [w for w in ("bits", "int8", "scatter") if w != "int8" or world <= SIGN_COUNT_MAX]
+    return min(wires, key=lambda w: sign_wire_traffic(w, d, world)[1])
+
+
+class CountPlanes:
+    """Counts ``0 … N`` of ``s`` coordinates (``s`` a multiple of 8) packed in ``b`` bit planes of
+    ``s/8`` bytes each, most significant plane first, MSB-first bits (:func:`count_bits`):
+    ``b·s/8`` bytes, the all-gathered message of the sign reduce-scatter.
+
+    :meth:`unpack_into` turns the ``(N, b·s/8)`` gathered planes of all shards back into the
+    counts of all ``N·s`` coordinates: each byte of a plane indexes a table of int64 words
+    with one coordinate per byte, shifted by the plane's weight and summed (exact while a count
+    fits a byte, N ≤ 255; larger N unpacks bit by bit into int32).
+    """
+
+    def __init__(self, shard: int, world: int, device: torch.device):
+        if shard % 8:
+            raise ValueError(f"shard must be a multiple of 8 coordinates, got {shard}")
+        self.shard, self.world, self.bits = shard, world, count_bits(world)
+        self.plane_bytes = shard // 8
+        self.device = device
+        self._shifts = np.arange(self.bits - 1, -1, -1, dtype=np.int32)
+        self._table: Tensor | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return self.bits * self.plane_bytes
+
+    def pack(self, counts: Tensor, out: Tensor) -> Tensor:
+        """Write the planes of ``counts`` (``s`` integers) into ``out`` (``b·s/8`` uint8)."""
+        values = counts.detach().cpu().numpy().astype(np.int32, copy=False)
+        planes = ((values[None, :] >> self._shifts[:, None]) & 1).astype(np.bool_)
+        out.copy_(torch.from_numpy(np.packbits(planes, axis=1).reshape(-1)))
+        return out
+
+    def unpack_into(self, gathered: Tensor, out: Tensor) -> Tensor:
+        """Counts of all ``N·s`` coordinates (shard-major) from ``(N, b·s/8)`` planes, into
+        ``out`` (any dtype able to hold ``N``); returns ``out``."""
+        rows = gathered.shape[0]
+        planes = gathered.reshape(rows, self.bits, self.plane_bytes)
+        if self.world > SIGN_COUNT_MAX:
+            bits = np.unpackbits(planes.cpu().numpy(), axis=2).astype(np.int32)
+            total = (bits << self._shifts[None, :, None]).sum(axis=1)
+            return out.copy_(torch.from_numpy(total.reshape(-1)))
+        if self._table is None:
+            self._table = _word_table(self.device)
+            self._index = torch.empty((rows, self.plane_bytes), dtype=torch.int32,
+                                      device=self.device)
+            self._words = torch.empty((rows, self.plane_bytes), dtype=torch.int64,
+                                      device=self.device)
+            self._acc = torch.empty((rows, self.plane_bytes), dtype=torch.int64,
+                                    device=self.device)
+        for plane in range(self.bits):
+            self._index.copy_(planes[:, plane])
+            torch.index_select(self._table, 0, self._index.view(-1),
+                               out=self._words.view(-1))
+            shift = self.bits - 1 - plane
+            if plane == 0:
+                torch.mul(self._words, 1 << shift, out=self._acc)
+            elif shift:
+                self._acc.add_(self._words, alpha=1 << shift)
+            else:
+                self._acc.add_(self._words)
+        return out.copy_(self._acc.view(torch.uint8).view(-1))
+
+
+def bucket_traffic(method: str, compressor, d: int, world: int, *, sign_wire: str = "auto",
+                   randomness: str = "shared", value_bytes: int = 4) -> tuple[str, float, float]:
+    """``(collective, payload, moved)`` of one bucket of ``d`` values: the sizes the codecs of
+    :mod:`.codecs` account (status slots included), for the advisor's time model.
+
+    ``method`` is ``dsgd``, ``dcsgd`` (``compressor``: identity, randk, bernoulli, qsgd,
+    natural) or ``dsignsgd``. Bernoulli's payload is its expectation (``p·d`` kept values).
+    """
+    if method == "dsignsgd":
+        wire = best_sign_wire(d, world) if sign_wire == "auto" else sign_wire
+        payload, moved = sign_wire_traffic(wire, d, world)
+        kind = {"bits": "all_gather", "int8": "allreduce", "scatter": "reduce_scatter"}[wire]
+        return kind, float(payload), moved
+    name = "identity" if method == "dsgd" or compressor is None else compressor.name
+    if name == "identity":
+        size = value_bytes * d
+        return "allreduce", float(size), allreduce_bytes(size, world)
+    if name in ("randk", "bernoulli"):
+        kept = compressor.k_for(d) if name == "randk" else compressor.p * d
+        size = value_bytes * (kept + 1)
+        if randomness == "shared":
+            return "allreduce", float(size), allreduce_bytes(size, world)
+        return "all_gather", float(size), float((world - 1) * size)
+    size = compressor.wire_bits(d, torch.float32) // 8 + 1
+    return "all_gather", float(size), all_gather_bytes(size, world)
