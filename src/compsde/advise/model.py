@@ -52,7 +52,7 @@ def measure_dataset(model: str = "mlp", data: str = "fashion-mnist", *, batch: i
     lr = check_positive("lr", lr)
     samples = check_int("samples", samples, minimum=16)
     warmup = check_int("warmup", warmup, minimum=0)
-    curvature_batch = check_int("curvature_batch", curvature_batch, minimum=1)
+    curvature_batch = check_int("curvature_batch", curvature_batch, minimum=0)  # 0: no L
     seed = check_int("seed", seed, minimum=0)
     law = make_noise(inject) if inject else None
     dataset = load_dataset(data)
@@ -90,7 +90,8 @@ def measure_dataset(model: str = "mlp", data: str = "fashion-mnist", *, batch: i
 
     curv_index = fresh[-min(curvature_batch, n):]
     result = measure_model(net, loss_fn, batch_fn, samples=samples, batch=batch,
-                           curvature_data=dataset.train_batch(curv_index, device), inject=law,
+                           curvature_data=dataset.train_batch(curv_index, device)
+                           if curvature_batch else None, inject=law,
                            generator=gen, compressors=list(compressors), max_coords=max_coords,
                            groups=parameter_groups(net))
     result.source = (f"{model} on {data}, batch {batch}, after {warmup} SGD steps at lr {lr:g}"

@@ -18,7 +18,7 @@ from ..io import write_json
 
 PRESETS = ("quick", "full")
 # Modules imported by load_all(); each registers its figures on import.
-FIGURE_MODULES = ("fig1", "fig2", "fig3", "fig4", "fig5")
+FIGURE_MODULES = ("fig1", "fig2", "fig3", "fig4", "fig5", "lm")
 
 
 @dataclass
