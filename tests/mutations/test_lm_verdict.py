@@ -19,8 +19,7 @@ from compsde.nn.text import FORTUNES_DIR
 
 pytestmark = pytest.mark.skipif(not Path(FORTUNES_DIR).is_dir(),
                                 reason="needs 'apt-get install fortunes'")
-TINY = lm.QUICK.scaled(model="gpt:size=tiny", steps=30, seeds=3, warmup=10, samples=16,
-                       eval_size=64, eval_every=5, compare=())
+TINY = lm.SMOKE
 
 
 @pytest.fixture(scope="module")

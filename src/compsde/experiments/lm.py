@@ -103,6 +103,10 @@ QUICK = Preset(
 FULL = QUICK.scaled(model="gpt:size=gpu", steps=3000, seeds=5, eval_size=2048,
                     eval_every=50, samples=128)
 PRESETS = {"quick": QUICK, "full": FULL}
+# For tests: a tiny GPT on a 500-word vocabulary, 30 steps (seconds, same code path).
+SMOKE = QUICK.scaled(model="gpt:size=tiny", data="text:vocab=500,context=16", batch=8,
+                     steps=30, seeds=3, warmup=10, samples=16, eval_size=64, eval_every=5,
+                     compare=())
 
 
 def largest_excursion(result: dict[str, Any]) -> float:
