@@ -103,3 +103,19 @@ def test_quick_preset_passes(tmp_path):
     assert outcome.verdict == "pass", outcome.panels
     labels = [m["label"] for m in outcome.data["noise"]]
     assert len(labels) == 3
+
+
+def test_student_t_injection_is_part_of_the_config_only_when_set():
+    from compsde.experiments.deep import TrainSpec
+    from compsde.experiments.deep_torchrun import command
+
+    spec = TrainSpec(model="mlp", data="synthetic", method="dsgd", lr=0.1, batch=16, agents=2,
+                     steps=5, noise=2.0)
+    assert "noise_nu" not in spec.config()                     # Gaussian keys unchanged
+    heavy = spec.with_(noise_nu=1.5)
+    assert heavy.config()["noise_nu"] == 1.5
+    assert TrainSpec.from_config(heavy.config()) == heavy
+    cmd = command(heavy, "/tmp/x")
+    assert cmd[cmd.index("--noise") + 1] == "student-t:nu=1.5,scale=0.5"      # σ/√B
+    with pytest.raises(ValueError, match="noise_nu"):
+        spec.with_(noise_nu=-1.0)

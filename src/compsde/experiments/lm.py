@@ -37,6 +37,7 @@ A diverged DCSGD run counts as a spike (Δ = ∞).
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -290,7 +291,7 @@ def _plot_runs(ax: Any, panel: Panel, prediction: str) -> None:
         shown.add(arm.label)
         ax.plot(result["steps"], y, color=COLORS[arm.label], lw=1.1, alpha=0.8, label=label)
     j = panel.judgement
-    ax.set_title(f"{panel.title}\n{prediction[:110]}{'…' if len(prediction) > 110 else ''}\n"
+    ax.set_title(f"{panel.title}\n{textwrap.fill('prediction: ' + prediction, 95)}\n"
                  f"verdict: {j.get('verdict', '?').upper()} — measured {j.get('measured', 0):.3g}"
                  f", tolerance {j.get('tolerance', 0):.3g}", fontsize=8)
     ax.set_xlabel("step k")
