@@ -3,8 +3,10 @@
 Steps: build the model (seeded) and load the data; optionally ``warmup`` steps of plain SGD at
 the given lr and batch (the noise near a trained point is what the stationary predictions are
 about; at initialisation gradients are large and most coordinates sit in DSignSGD's Phase 1);
-then ``samples`` disjoint mini-batches of size B give the gradients (:mod:`compsde.diagnose`)
-and a larger batch of ``curvature_batch`` examples gives L. Loss: cross-entropy.
+then ``samples`` disjoint mini-batches of size B give the gradients (:mod:`compsde.diagnose`,
+with ν̂ and the phases per parameter group of :func:`compsde.nn.groups.parameter_groups`)
+and a larger batch of ``curvature_batch`` examples gives L. Loss: cross-entropy (next-token
+cross-entropy for ``gpt`` on ``text``).
 """
 
 from __future__ import annotations
@@ -44,12 +46,13 @@ def measure_dataset(model: str = "mlp", data: str = "fashion-mnist", *, batch: i
     The model and batches live on ``device``; the noise statistics are computed on the CPU.
     """
     from ..nn import load_dataset, make_model
+    from ..nn.groups import parameter_groups
 
     batch = check_int("batch", batch, minimum=1)
     lr = check_positive("lr", lr)
     samples = check_int("samples", samples, minimum=16)
     warmup = check_int("warmup", warmup, minimum=0)
-    curvature_batch = check_int("curvature_batch", curvature_batch, minimum=1)
+    curvature_batch = check_int("curvature_batch", curvature_batch, minimum=0)  # 0: no L
     seed = check_int("seed", seed, minimum=0)
     law = make_noise(inject) if inject else None
     dataset = load_dataset(data)
@@ -87,8 +90,10 @@ def measure_dataset(model: str = "mlp", data: str = "fashion-mnist", *, batch: i
 
     curv_index = fresh[-min(curvature_batch, n):]
     result = measure_model(net, loss_fn, batch_fn, samples=samples, batch=batch,
-                           curvature_data=dataset.train_batch(curv_index, device), inject=law,
-                           generator=gen, compressors=list(compressors), max_coords=max_coords)
+                           curvature_data=dataset.train_batch(curv_index, device)
+                           if curvature_batch else None, inject=law,
+                           generator=gen, compressors=list(compressors), max_coords=max_coords,
+                           groups=parameter_groups(net))
     result.source = (f"{model} on {data}, batch {batch}, after {warmup} SGD steps at lr {lr:g}"
                      + (f", injected {law.spec}" if law is not None else ""))
     return result

@@ -50,6 +50,27 @@ def summary_lines(advice: Advice) -> list[str]:
         (f"; compute {1e3 * advice.compute_seconds:.3g} ms per gradient"
          if advice.compute_seconds is not None else ""),
     ]
+    return lines + group_lines(m.groups)
+
+
+def group_lines(groups: dict) -> list[str]:
+    """One line per parameter group: ν̂ ± se, Hill α ± se, phases, sparse coordinates."""
+    if not groups:
+        return []
+    lines = ["per parameter group (Student-t ν̂ ± se on the kept coordinates, Hill α ± se, "
+             "DSignSGD phases):"]
+    width = max(len(name) for name in groups)
+    for name, g in groups.items():
+        if not math.isfinite(g.nu) and math.isnan(g.nu):
+            lines.append(f"  {name:<{width}}  d = {g.size:,}: every kept coordinate is sparse "
+                         f"(no noise to fit)")
+            continue
+        nu = "∞" if math.isinf(g.nu) else _g(g.nu)
+        ph = g.phases
+        lines.append(
+            f"  {name:<{width}}  d = {g.size:,}  ν̂ = {nu} ± {_g(g.nu_se, 2)}  Hill α = "
+            f"{_g(g.hill_alpha)} ± {_g(g.hill_se, 2)}  P1 {ph['phase1']:.0%} P2 "
+            f"{ph['phase2']:.0%} P3 {ph['phase3']:.0%}  ({g.kept:,} kept, {g.sparse:,} sparse)")
     return lines
 
 

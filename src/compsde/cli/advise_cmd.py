@@ -15,9 +15,11 @@ from ..diagnose.measure import DEFAULT_COMPRESSORS
 
 @click.command("advise")
 @click.option("--model", default="mlp", show_default=True,
-              help="mlp[:hidden=256/128] | resnet[:depth=8] | vit[:dim=64,...] (compsde.nn)")
+              help="mlp[:hidden=256/128] | resnet[:depth=8] | vit[:dim=64,...] | "
+                   "gpt[:size=tiny|small|gpu] (compsde.nn)")
 @click.option("--data", default="fashion-mnist", show_default=True,
-              help="fashion-mnist | digits | mnist-subset | cifar10:path=DIR | synthetic")
+              help="fashion-mnist | digits | mnist-subset | cifar10:path=DIR | synthetic | "
+                   "text[:path=FILE,tokens=word|char] (for gpt)")
 @click.option("--batch", type=int, default=128, show_default=True, help="per-agent batch B")
 @click.option("--agents", type=int, default=4, show_default=True, help="agents N")
 @click.option("--lr", type=float, default=0.05, show_default=True,

@@ -11,7 +11,9 @@ Each of M mini-batch gradients (batch B, what one agent sees) is an observation 
   Phase 1 ``Y > 3/2``, Phase 2 ``1 < Y < 3/2``, Phase 3 ``Y < 1`` (σ the t scale; the robust
   location μ_j estimates ∂_j f also when the noise has no mean);
 - ω̂ of each candidate compressor on the real gradients (:mod:`.omega`);
-- L = λ_max(∇²f) by power iteration on Hessian-vector products (:mod:`.curvature`).
+- L = λ_max(∇²f) by power iteration on Hessian-vector products (:mod:`.curvature`);
+- with ``groups`` (e.g. :func:`compsde.nn.groups.parameter_groups`), ν̂ and the phases per
+  parameter group from a further ``per_group`` coordinates of each group (:mod:`.groups`).
 
 Sums over all d coordinates of quantities known only on the kept subset are extrapolated by
 ``d / kept`` (an unbiased estimate for a uniformly drawn subset), or, for the noise scales
@@ -22,24 +24,25 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .._checks import check_int
 from ..compressors import Compressor
 from ..noise import NoiseLaw
 from ..theory import sign_mean
 from .curvature import EigenEstimate, function_hvp, model_hvp, top_eigenvalue
+from .groups import PHASE1_Y, PHASE3_Y, GroupNoise, fit_groups, pick_group_coordinates
 from .omega import OmegaEstimate, OmegaMeter
 from .stats import Welford
 from .tails import HillEstimate, StudentTFit, fit_student_t, hill, nu_from_kurtosis
 
 DEFAULT_COMPRESSORS = ("randk:ratio=0.1", "randk:ratio=0.01", "qsgd:levels=16", "natural")
-PHASE1_Y, PHASE3_Y = 1.5, 1.0
 TAIL_SAMPLE = 20000
 
 
@@ -62,6 +65,7 @@ class NoiseMeasurement:
     abs_z: Tensor | None = None
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    groups: dict[str, GroupNoise] = field(default_factory=dict)
 
     # -- tail and scale ---------------------------------------------------------------------
     @property
@@ -197,6 +201,8 @@ class NoiseMeasurement:
             "omegas": {k: vars(v) for k, v in self.omegas.items()},
             "curvature": None if self.curvature is None else vars(self.curvature),
             "compute_seconds": self.compute_seconds, "notes": self.notes,
+            **({"groups": {k: v.to_dict() for k, v in self.groups.items()}}
+               if self.groups else {}),
         }
 
 
@@ -204,11 +210,15 @@ def measure_gradients(gradients: Iterable[Tensor], *, samples: int,
                       compressors: Sequence[str | Compressor] = DEFAULT_COMPRESSORS,
                       generator: torch.Generator | None = None, batch: int | None = None,
                       max_coords: int = 8000, nu_columns: int = 500,
-                      omega_gradients: int = 8, block: int = 16) -> NoiseMeasurement:
+                      omega_gradients: int = 8, block: int = 16,
+                      groups: Mapping[str, Tensor] | None = None,
+                      per_group: int = 2000) -> NoiseMeasurement:
     """Measure the noise of the first ``samples`` flat gradients of ``gradients`` (no L).
 
     Gradients are folded into the Welford moments ``block`` at a time; the ``max_coords``
     kept coordinates are drawn with ``generator``; ω̂ uses the first ``omega_gradients``.
+    ``groups`` (``{name: flat indices}``) adds the per-group fits (:mod:`.groups`); their
+    coordinates come from a generator of their own (seed 0), so the rest is unchanged.
     """
     samples = check_int("samples", samples, minimum=16)
     max_coords = check_int("max_coords", max_coords, minimum=1)
@@ -220,6 +230,10 @@ def measure_gradients(gradients: Iterable[Tensor], *, samples: int,
     pending: list[Tensor] = []
     coords = torch.empty(0, dtype=torch.long)
     count = 0
+    group_coords = {} if not groups else pick_group_coordinates(
+        groups, per_group, torch.Generator().manual_seed(0))
+    group_kept = {k: torch.empty((samples, v.numel()), dtype=torch.float64)
+                  for k, v in group_coords.items()}
     for g in gradients:
         g = g.detach().reshape(-1)
         if welford is None:
@@ -236,6 +250,8 @@ def measure_gradients(gradients: Iterable[Tensor], *, samples: int,
             welford.update(torch.stack(pending))
             pending.clear()
         kept[count] = g[coords].double()  # type: ignore[index]
+        for name, index in group_coords.items():
+            group_kept[name][count] = g[index].double()
         if count < omega_gradients:
             meter.update(g)
         count += 1
@@ -256,11 +272,15 @@ def measure_gradients(gradients: Iterable[Tensor], *, samples: int,
     pooled = z.reshape(-1).abs()
     if pooled.numel() > TAIL_SAMPLE:   # for the tail plot only
         pooled = pooled[torch.randperm(pooled.numel(), generator=generator)[:TAIL_SAMPLE]]
-    return NoiseMeasurement(
+    result = NoiseMeasurement(
         d=welford.d, samples=samples, batch=batch, mean=welford.mean,
         variance=welford.variance, excess_kurtosis=welford.excess_kurtosis, coords=coords,
         fit=fit, hill=hill(z), omegas=meter.estimates(welford.d), notes=notes,
         abs_z=pooled.sort(descending=True).values)
+    if groups:
+        result.groups = fit_groups(group_kept, {k: v.numel() for k, v in groups.items()},
+                                   torch.Generator().manual_seed(0))
+    return result
 
 
 def flat_grad(model: nn.Module) -> Tensor:
@@ -312,9 +332,11 @@ def measure_model(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
     result.compute_seconds = float(torch.tensor(timings).median()) if timings else None
     if curvature_data is not None:
         x, y = curvature_data
-        hvp, dim = model_hvp(model, loss_fn(model(x), y))
-        result.curvature = top_eigenvalue(hvp, dim, generator=generator,
-                                          iters=curvature_iters)   # iterates on the CPU
+        # the math attention kernel: the fused CPU kernels have no second derivative
+        with sdpa_kernel(SDPBackend.MATH):
+            hvp, dim = model_hvp(model, loss_fn(model(x), y))
+            result.curvature = top_eigenvalue(hvp, dim, generator=generator,
+                                              iters=curvature_iters)   # iterates on the CPU
     result.source = f"model {type(model).__name__}, batch {batch}" + \
         (f", injected {inject.spec}" if inject is not None else "")
     return result

@@ -109,7 +109,7 @@ def evaluate(model: nn.Module, data: Dataset, device: torch.device, rank: int = 
             logits = model(x)
             sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(),
                                  (logits.argmax(1) == y).sum().double(),
-                                 torch.tensor(float(len(y)), dtype=torch.float64,
+                                 torch.tensor(float(y.numel()), dtype=torch.float64,
                                               device=device)])
     if reduce:
         dist.all_reduce(sums)

@@ -45,10 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p.add_argument("--model", default=d.model,
                    help="mlp[:hidden=256/128] | resnet[:depth=8|20|18,width=W,norm=batch|group]"
-                        " | vit[:dim=64,depth=4,heads=4,patch=4]")
+                        " | vit[:dim=64,depth=4,heads=4,patch=4] | gpt[:size=tiny|small|gpu]"
+                        " (with --data text)")
     p.add_argument("--data", default=d.data,
                    help="fashion-mnist[:path=DIR] | digits | mnist-subset | cifar10:path=DIR | "
-                        "synthetic[:n=2048,shape=1x28x28]")
+                        "synthetic[:n=2048,shape=1x28x28] | text[:path=FILE,tokens=word|char,"
+                        "vocab=2000,context=32]")
     p.add_argument("--method", default=d.method,
                    help="dsgd | dsignsgd | dcsgd:<compressor> (randk:ratio=R, bernoulli:p=P, "
                         "qsgd:levels=S, natural)")

@@ -18,7 +18,8 @@ drawn independently per agent and step, to its gradient before compressing. This
 §1's Gaussian noise with the §1 batch convention (a batch of B divides the scale by √B), so the
 injected noise obeys the same (η, B, N) bookkeeping as mini-batch noise; it makes the noise term
 dominate the small-model regime of the quick presets, which is the regime the scaling rules of
-§5 are derived for.
+§5 are derived for. With ``noise_nu`` = ν > 0 the draws are Student-t ``σ/√B · T_i``,
+``T_i ~ t_ν`` per coordinate (heavy-tailed for ν ≤ 2, §6) instead of Gaussian.
 
 The recorded *training loss* is the cross-entropy on a fixed subset of the training set
 (``eval_size`` examples) at the current parameters, every ``eval_every`` steps.
@@ -45,6 +46,7 @@ from torch.nn import functional as F
 
 from .. import methods
 from .._checks import check_float, check_int
+from ..noise import make as noise_law
 
 # Version of the training code path; part of every cache key (see cache.py).
 TRAIN_VERSION = "deep-train-1"
@@ -66,7 +68,8 @@ class TrainSpec:
 
     ``model``/``data`` are ``compsde.nn`` specs; ``image_size`` downsamples the images by area
     averaging (0 keeps them); ``train_size`` is the size of the training subset (0 = all);
-    ``noise`` is the injected per-sample gradient-noise scale σ (module docstring);
+    ``noise`` is the injected per-sample gradient-noise scale σ and ``noise_nu`` its law
+    (0: Gaussian, ν > 0: Student-t with ν degrees of freedom; module docstring);
     ``sharpness_iters`` > 0 also estimates the top Hessian eigenvalue at the end of the run.
     """
 
@@ -84,6 +87,7 @@ class TrainSpec:
     eval_size: int = 1024
     eval_every: int = 10
     sharpness_iters: int = 0
+    noise_nu: float = 0.0
 
     def __post_init__(self) -> None:
         check_float("lr", self.lr, low=0.0, low_open=True)
@@ -97,11 +101,16 @@ class TrainSpec:
         check_int("eval_size", self.eval_size, minimum=1)
         check_int("eval_every", self.eval_every, minimum=1)
         check_int("sharpness_iters", self.sharpness_iters, minimum=0)
+        check_float("noise_nu", self.noise_nu, low=0.0)
         methods.make(self.method)  # validates the method spec
 
     def config(self) -> dict[str, Any]:
-        """The JSON config of the run, including the training-code version."""
-        return {"kind": "train", "version": TRAIN_VERSION, **asdict(self)}
+        """The JSON config of the run, including the training-code version (``noise_nu`` only
+        when set, so configs of Gaussian runs keep their keys)."""
+        fields = asdict(self)
+        if not self.noise_nu:
+            del fields["noise_nu"]
+        return {"kind": "train", "version": TRAIN_VERSION, **fields}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TrainSpec:
@@ -135,8 +144,11 @@ def load(data: str) -> Any:
 
 
 def data_shape(data: str, image_size: int = 0) -> tuple[tuple[int, int, int], int]:
-    """Image shape (after downsampling to ``image_size``) and number of classes of ``data``."""
+    """Image shape (after downsampling to ``image_size``) and number of classes of ``data``
+    (for token windows of ``text``: ``(T,)`` and the vocabulary size)."""
     dataset = load(data)
+    if len(dataset.image_shape) != 3:
+        return tuple(dataset.image_shape), dataset.classes  # type: ignore[return-value]
     c, h, w = dataset.image_shape
     return ((c, image_size, image_size) if image_size else (c, h, w)), dataset.classes
 
@@ -313,6 +325,7 @@ def _train(spec: TrainSpec, device: str | torch.device, progress: bool,
     gen_noise = torch.Generator(device).manual_seed(stream_seed(spec.seed, "noise"))
     gen_comp = torch.Generator(device).manual_seed(stream_seed(spec.seed, "compress"))
     scale = spec.noise / math.sqrt(spec.batch)
+    heavy = noise_law(f"student-t:nu={spec.noise_nu:g},scale=1") if spec.noise_nu else None
     limit = MAX_SAMPLES[torch.device(device).type == "cpu"]
     if grads == "vmap":
         def agent_grads(th: Tensor, x: Tensor, y: Tensor) -> Tensor:
@@ -333,7 +346,9 @@ def _train(spec: TrainSpec, device: str | torch.device, progress: bool,
             break
         index = torch.randint(n, (spec.agents, spec.batch), generator=gen_data, device=device)
         g = agent_grads(theta, x_all[index], y_all[index])
-        if scale > 0:
+        if scale > 0 and heavy is not None:
+            g.add_(heavy.sample(g.shape, gen_noise, dtype=g.dtype, device=device), alpha=scale)
+        elif scale > 0:
             g.add_(torch.randn(g.shape, generator=gen_noise, device=device), alpha=scale)
         theta.sub_(method.direction(g, gen_comp), alpha=spec.lr)
         if step == record_steps[slot]:

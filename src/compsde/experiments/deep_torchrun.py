@@ -48,7 +48,8 @@ def command(spec: TrainSpec, out: str, device: str = "cpu") -> list[str]:
            "--log-every", str(spec.eval_every), "--device", device, "--out", out,
            "--no-progress"]
     if spec.noise > 0:
-        cmd += ["--noise", f"gaussian:scale={spec.noise / math.sqrt(spec.batch)!r}"]
+        law = f"student-t:nu={spec.noise_nu!r}," if spec.noise_nu else "gaussian:"
+        cmd += ["--noise", f"{law}scale={spec.noise / math.sqrt(spec.batch)!r}"]
     return cmd
 
 

@@ -11,6 +11,8 @@ Nothing is downloaded (DESIGN.md: offline data only). Specs:
   CIFAR-10 already on disk.
 - ``synthetic[:n=2048,shape=1x28x28,classes=10,seed=0]`` — Gaussian class blobs, for tests and
   benchmarks that must run anywhere.
+- ``text[:path=FILE,tokens=word|char,vocab=2000,context=32]`` — token windows of English text
+  for language models (:mod:`.text`; default corpus: Debian's ``fortunes``).
 
 Images are kept as uint8 (or float32 for ``synthetic``) and standardised per channel when a
 batch is taken. A missing data set raises :class:`DatasetNotAvailable` naming the command that
@@ -38,7 +40,7 @@ from torch import Tensor
 from .._checks import check_int
 from .._spec import parse_spec, reject_unknown
 
-DATASET_NAMES = ("fashion-mnist", "digits", "mnist-subset", "cifar10", "synthetic")
+DATASET_NAMES = ("fashion-mnist", "digits", "mnist-subset", "cifar10", "synthetic", "text")
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 _FASHION_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -201,11 +203,18 @@ def make_synthetic(n: int = 2048, shape: tuple[int, int, int] = (1, 28, 28), cla
 
 
 def load_dataset(spec: str) -> Dataset:
-    """Load the data set named by ``spec`` (module docstring)."""
+    """Load the data set named by ``spec`` (module docstring; ``text`` gives a
+    :class:`compsde.nn.text.TextDataset`, which has the same interface)."""
     name, options = parse_spec(spec, "data")
     if name not in DATASET_NAMES:
         raise ValueError(f"data must be one of {', '.join(DATASET_NAMES)} (cifar10 as "
-                         f"'cifar10:path=DIR'); got {spec!r}")
+                         f"'cifar10:path=DIR', text as 'text' or 'text:path=FILE'); got "
+                         f"{spec!r}")
+    if name == "text":
+        from .text import load_text_spec
+
+        reject_unknown("data", name, options, {"path", "tokens", "vocab", "context", "test"})
+        return load_text_spec(options)  # type: ignore[return-value]
     if name == "fashion-mnist":
         reject_unknown("data", name, options, {"path"})
         return load_fashion_mnist(options.get("path"))

@@ -14,6 +14,9 @@ Specs (parsed like every other spec in compsde, ``NAME[:KEY=VALUE,...]``):
   widths ``width·(1, 2, 4, 8)``, default width 64, ~11M parameters) with a CIFAR stem.
 - ``vit[:dim=64,depth=4,heads=4,patch=4,mlp=2]`` — pre-norm ViT with a class token; ViT-S-like
   is ``vit:dim=384,depth=12,heads=6,mlp=4`` (~21.7M parameters).
+- ``gpt[:size=small,...]`` — decoder-only transformer language model (:mod:`.gpt`) on token
+  windows ``(batch, T)`` of ``--data text``: ``image_shape`` is then ``(T,)`` and ``classes`` the
+  vocabulary size; logits come back as ``(batch, vocab, T)``.
 
 Parameters are initialised from an explicit ``torch.Generator`` (``make_model(..., seed=)``),
 never from the global RNG, so every rank builds the same model without touching global state.
@@ -32,7 +35,7 @@ from torch.nn import functional as F
 from .._checks import check_choice, check_int
 from .._spec import parse_float_list, parse_spec, reject_unknown
 
-MODEL_NAMES = ("mlp", "resnet", "vit")
+MODEL_NAMES = ("mlp", "resnet", "vit", "gpt")
 
 
 class MLP(nn.Module):
@@ -111,11 +114,13 @@ class ResNet(nn.Module):
 
 
 class _Block(nn.Module):
-    """Pre-norm transformer encoder block: ``x + MHA(LN(x))``, then ``x + MLP(LN(x))``."""
+    """Pre-norm transformer block: ``x + MHA(LN(x))``, then ``x + MLP(LN(x))``; ``causal``
+    restricts position t to attend to positions ≤ t (decoder)."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, causal: bool = False):
         super().__init__()
         self.heads = heads
+        self.causal = causal
         self.norm1 = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -127,7 +132,7 @@ class _Block(nn.Module):
         b, n, d = x.shape
         qkv = self.qkv(self.norm1(x)).reshape(b, n, 3, self.heads, d // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v)
+        attn = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         x = x + self.proj(attn.transpose(1, 2).reshape(b, n, d))
         return x + self.mlp(self.norm2(x))
 
@@ -186,8 +191,14 @@ def build_model(spec: str, image_shape: Sequence[int], classes: int) -> nn.Modul
     name, options = parse_spec(spec, "model")
     if name not in MODEL_NAMES:
         raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)} (e.g. 'mlp', "
-                         f"'resnet:depth=8', 'vit:dim=64,depth=4'); got {spec!r}")
+                         f"'resnet:depth=8', 'vit:dim=64,depth=4', 'gpt:size=tiny'); got "
+                         f"{spec!r}")
     shape = tuple(int(s) for s in image_shape)
+    if name == "gpt":
+        from .gpt import build_gpt
+
+        reject_unknown("model", name, options, {"size", "dim", "depth", "heads", "mlp"})
+        return build_gpt(options, shape, classes)
     if len(shape) != 3:
         raise ValueError(f"image_shape must be (channels, height, width), got {shape}")
     if name == "mlp":
@@ -219,9 +230,11 @@ def init_parameters(model: nn.Module, generator: torch.Generator) -> nn.Module:
     """Initialise every parameter and buffer from ``generator`` (the global RNG is not touched).
 
     Linear/conv weights: Kaiming-uniform with ``a = √5`` and biases ``U(±1/√fan_in)``, the
-    distributions torch uses by default; norms: weight 1, bias 0; ViT class token and positions
-    ``N(0, 0.02²)``.
+    distributions torch uses by default; norms: weight 1, bias 0; ViT class token and positions,
+    GPT token and position embeddings ``N(0, 0.02²)``.
     """
+    from .gpt import GPT
+
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, (nn.Linear, nn.Conv2d)):
@@ -238,6 +251,10 @@ def init_parameters(model: nn.Module, generator: torch.Generator) -> nn.Module:
                     module.reset_running_stats()
             elif isinstance(module, ViT):
                 module.cls.normal_(0.0, 0.02, generator=generator)
+                module.pos.normal_(0.0, 0.02, generator=generator)
+            elif isinstance(module, nn.Embedding):
+                module.weight.normal_(0.0, 0.02, generator=generator)
+            elif isinstance(module, GPT):
                 module.pos.normal_(0.0, 0.02, generator=generator)
     return model
 
