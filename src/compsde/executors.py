@@ -135,8 +135,10 @@ class ProcessExecutor(Executor):
                 done, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for future in done:
                     yield futures.pop(future), future.result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException:  # a failure, an interrupt or the caller stopping early
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
 
 
 def _import_ray() -> Any:

@@ -23,7 +23,7 @@ from ..experiments import load_all
 from ..experiments.registry import Figure, FigureOutcome
 from ..experiments.report import ReportRow, write_report
 from ..io import write_json
-from .common import progress_enabled
+from .common import executor_option, parse_executor, progress_enabled
 
 
 def _accepts(figure: Figure, option: str) -> bool:
@@ -41,13 +41,17 @@ def warn_full_without_gpu(names: list[str], figures: dict[str, Figure], preset: 
                    f"Ctrl-C loses nothing)", err=True)
 
 
-def _options(figure: Figure, *, distributed: bool, jobs: int) -> dict[str, Any]:
-    """The extra runner options the figure takes: ``distributed`` if set, ``jobs`` if > 1."""
+def _options(figure: Figure, *, distributed: bool, jobs: int,
+             executor: str = "local") -> dict[str, Any]:
+    """The extra runner options the figure takes: ``distributed`` if set, ``jobs`` if > 1,
+    ``executor`` (its spec) if not local."""
     options: dict[str, Any] = {}
     if distributed and _accepts(figure, "distributed"):
         options["distributed"] = True
     if jobs > 1 and _accepts(figure, "jobs"):
         options["jobs"] = jobs
+    if executor != "local" and _accepts(figure, "executor"):
+        options["executor"] = executor
     return options
 
 
@@ -81,7 +85,8 @@ def _command_line() -> str:
 
 def reproduce_all(figures: dict[str, Figure], out: Path, *, preset: str, seed: int,
                   progress: bool, distributed: bool = False, jobs: int = 1,
-                  command: str = "compsde reproduce all") -> list[ReportRow]:
+                  command: str = "compsde reproduce all",
+                  executor: str = "local") -> list[ReportRow]:
     """Run every figure, rewriting ``OUT/REPORT.md`` after each; returns the report's rows.
 
     A figure whose code raises is reported as ``error`` and the others still run; an interrupt
@@ -99,7 +104,7 @@ def reproduce_all(figures: dict[str, Figure], out: Path, *, preset: str, seed: i
     write()
     for name in names:
         figure = figures[name]
-        options = _options(figure, distributed=distributed, jobs=jobs)
+        options = _options(figure, distributed=distributed, jobs=jobs, executor=executor)
         click.echo(f"== {name}: {figure.claim}")
         begun = time.perf_counter()
         try:
@@ -134,21 +139,26 @@ def reproduce_all(figures: dict[str, Figure], out: Path, *, preset: str, seed: i
 @click.option("--jobs", type=int, default=1, show_default=True,
               help="fig2/fig4: training runs computed at once, each in its own process "
                    "(e.g. the number of CPU cores; results do not depend on it)")
+@executor_option
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def reproduce_command(name: str, preset: str, out: Path, seed: int, distributed: bool,
-                      jobs: int, progress: bool) -> None:
+                      jobs: int, progress: bool, executor: str) -> None:
     """Reproduce figure NAME of the paper (fig1, fig2, …) or `all` of them.
 
     Writes OUT/NAME.png and OUT/NAME.json; `all` also writes OUT/REPORT.md. Finished training
     runs are cached under OUT/cache and reused when the command is started again.
     """
     jobs = check_int("jobs", jobs, minimum=1)
+    executor = parse_executor(executor, jobs).spec  # fig2/fig4: one training run per task
+    if executor.startswith("processes:"):
+        jobs, executor = int(executor.partition(":")[2]), "local"  # today's --jobs path
     figures = load_all()
     show = progress_enabled(progress)
     if name == "all":
         warn_full_without_gpu(sorted(figures), figures, preset)
         rows = reproduce_all(figures, out, preset=preset, seed=seed, progress=show,
-                             distributed=distributed, jobs=jobs, command=_command_line())
+                             distributed=distributed, jobs=jobs, command=_command_line(),
+                             executor=executor)
         if any(r.status != "pass" for r in rows):
             raise click.exceptions.Exit(1)
         return
@@ -156,12 +166,13 @@ def reproduce_command(name: str, preset: str, out: Path, seed: int, distributed:
         raise ValueError(f"figure must be one of all, {', '.join(sorted(figures))}, "
                          f"got {name!r}")
     figure = figures[name]
-    for option, wanted in (("distributed", distributed), ("jobs", jobs > 1)):
+    for option, wanted in (("distributed", distributed), ("jobs", jobs > 1),
+                           ("executor", executor != "local")):
         able = sorted(n for n, f in figures.items() if _accepts(f, option))
         if wanted and name not in able:
             raise ValueError(f"{option} is available for figure {', '.join(able) or '(none)'}"
                              f", got {name!r}")
-    options = _options(figure, distributed=distributed, jobs=jobs)
+    options = _options(figure, distributed=distributed, jobs=jobs, executor=executor)
     warn_full_without_gpu([name], figures, preset)
     outcome = run_figure(figure, out, preset=preset, seed=seed, progress=show, options=options)
     _echo_outcome(name, outcome, out)
