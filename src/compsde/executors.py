@@ -158,11 +158,18 @@ class RayExecutor(Executor):
     store. ``timeout`` (seconds, None = none) bounds the wait for the next task to finish.
     """
 
-    def __init__(self, address: str | None = None, timeout: float | None = None):
+    def __init__(self, address: str | None = None, timeout: float | None = None,
+                 gpus: float = 0):
         self.ray = _import_ray()
         self.address = address or None
         self.timeout = timeout
+        self.gpus = gpus
         self.spec = "ray" if self.address is None else f"ray:{self.address}"
+
+    def with_gpus(self, gpus: float) -> RayExecutor:
+        """The same cluster, each task asking Ray for ``gpus`` GPUs (Ray then sets
+        ``CUDA_VISIBLE_DEVICES`` of the task to the GPU it got)."""
+        return RayExecutor(self.address, self.timeout, gpus)
 
     def connect(self) -> Any:
         ray = self.ray
@@ -181,7 +188,7 @@ class RayExecutor(Executor):
 
     def _outcomes(self, fn, items):
         ray = self.connect()
-        task = ray.remote(num_cpus=1, max_retries=0)(_call)
+        task = ray.remote(num_cpus=1, num_gpus=self.gpus, max_retries=0)(_call)
         fn_ref = ray.put(fn)
         refs = {task.remote(fn_ref, item): i for i, item in enumerate(items)}
         try:

@@ -185,10 +185,10 @@ def test_seed_reproduces_and_chunks_do_not_matter_for_statistics():
     a = simulate_sde("dsignsgd", "quadratic:d=3", "gaussian", seed=4, **kw)
     b = simulate_sde("dsignsgd", "quadratic:d=3", "gaussian", seed=4, **kw)
     np.testing.assert_array_equal(a.losses, b.losses)
-    c = simulate_sde("dsignsgd", "quadratic:d=3", "gaussian", seed=4, memory_budget=300 * 240,
-                     **kw)  # exactly one chunk's working set: (8 + 2·1·1)·3 float64 per path
+    c = simulate_sde("dsignsgd", "quadratic:d=3", "gaussian", seed=4, memory_budget=300 * 288,
+                     **kw)  # exactly one chunk's working set: (8 + 4·1·1)·3 float64 per path
     np.testing.assert_array_equal(c.losses, a.losses)
-    with pytest.raises(ValueError, match="memory_budget must be at least 72000 bytes"):
+    with pytest.raises(ValueError, match="memory_budget must be at least 86400 bytes"):
         simulate_sde("dsignsgd", "quadratic:d=3", "gaussian", seed=4, memory_budget=2000, **kw)
 
 

@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from scipy import stats
 
-from ..executors import Executor, LocalExecutor
+from ..executors import Executor, LocalExecutor, RayExecutor
 from ..executors import resolve as resolve_executor
 from ..io import save_figure
 from .cache import RunCache, SweepOutcome, run_sweep
@@ -166,6 +166,8 @@ def train_panels(panels: Sequence[Panel], folder: Path, *, device: str,
     ``executor`` (``jobs`` is shorthand for ``processes:jobs``). Returns the sweep's part of
     the figure's JSON: device, backend, run counts, training time and the curves."""
     chosen = resolve_executor(executor, jobs)
+    if isinstance(chosen, RayExecutor) and str(device).startswith("cuda"):
+        chosen = chosen.with_gpus(1)  # a training run on a GPU needs one per task
     inline = isinstance(chosen, LocalExecutor)
     if distributed:
         from .deep_torchrun import torchrun_compute, torchrun_key

@@ -233,7 +233,9 @@ def simulate_sde(
     itemsize = torch.empty((), dtype=dtype).element_size()
     per_point = getattr(sde.moments, "samples_per_evaluation", 1)
     chunks = chunk_layout(runs, (n * per_point + 1) * d)
-    check_memory(chunks, (8 + 2 * n * per_point) * d * itemsize, memory_budget,
+    # per path: state, drift, covariance and normals (~8 d) plus the Monte-Carlo moments'
+    # noise draws, messages and centred factor (~4 per draw) where the model samples them
+    check_memory(chunks, (8 + 4 * n * per_point) * d * itemsize, memory_budget,
                  f"the SDE of {problem.method.spec} on {problem.landscape.spec} with {n} "
                  f"agent(s) in {str(dtype).removeprefix('torch.')}")
     marks = record_schedule(steps, record_every)
