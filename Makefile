@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed-stamp
 setup: $(STAMP)
 
 # torch is pinned to 2.13.0 in the same pip command as everything else (an unpinned torch would
-# pull a multi-GB CUDA build); constraints.txt pins the versions compsde is tested with.
+# pull a multi-GB CUDA build); constraints.txt pins the versions compsde is tested with. The ray
+# extra is installed too, so that the tests of `--executor ray` run (on a local cluster).
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,ray]'
 	touch $(STAMP)
 
 demo: setup

@@ -218,3 +218,28 @@ def test_bad_constructor_arguments() -> None:
         Autograd(lambda x: x, 2).value(torch.zeros(4, 2))
     with pytest.raises(ValueError, match="minimizer"):
         Autograd(lambda x: x.sum(-1), 2, minimizer=[0.0])
+
+
+def test_diagonal_quadratic_keeps_only_its_eigenvalues_at_model_size() -> None:
+    q = landscapes.make("quadratic:d=1000000,eig=0.01:100")
+    assert q.diagonal and q._matrix is None and q.eigenvalues.shape == (10**6,)
+    x = torch.ones(2, 10**6, dtype=torch.float64)
+    torch.testing.assert_close(q.grad(x), x * q.eigenvalues)
+    torch.testing.assert_close(q.value(x), 0.5 * q.eigenvalues.sum().expand(2))
+    torch.testing.assert_close(q.hessian_diagonal(x[0]), q.eigenvalues)
+    assert q._matrix is None  # nothing above built the 8 TB matrix
+    for dense in (lambda: q.matrix, lambda: q.hessian(x[0])):
+        with pytest.raises(ValueError, match=r"\(1000000, 1000000\) matrix needing 8 TB"):
+            dense()
+
+
+def test_dense_hessians_are_refused_past_the_budget(monkeypatch) -> None:
+    monkeypatch.setattr(landscapes, "DENSE_BUDGET", 10 * 10 * 8 * 3)  # three 10×10 float64
+    small = torch.zeros(3, 10, dtype=torch.float64)
+    for case in (landscapes.make("quadratic:d=10"), Rosenbrock(10), Saddle(10),
+                 Autograd(lambda x: (x**4).sum(-1), 10)):
+        assert case.hessian(small).shape == (3, 10, 10)
+        with pytest.raises(ValueError, match=r"per point needing 3\.2 kB"):
+            case.hessian(torch.zeros(4, 10, dtype=torch.float64))
+    full = Quadratic(spd(10, 3))
+    torch.testing.assert_close(full.hessian_diagonal(small[0]), torch.diagonal(full.matrix))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from compsde import simulate
+from compsde import chunks, simulate
 from compsde.noise import make as make_noise
 
 
@@ -115,13 +115,41 @@ def test_same_seed_reproduces_runs_exactly_and_seeds_differ():
     assert not np.array_equal(a.losses, c.losses)
 
 
-def test_chunking_keeps_statistics_and_shapes():
+def test_chunking_keeps_statistics_and_shapes(monkeypatch):
     kwargs = dict(lr=0.05, steps=400, agents=2, runs=300, seed=0, x0=0.0, record_every=4)
     whole = simulate("dsgd", "quadratic:d=3", "gaussian", **kwargs)
-    chunked = simulate("dsgd", "quadratic:d=3", "gaussian", memory_budget=2000, **kwargs)
+    monkeypatch.setattr(chunks, "CHUNK_NUMBERS", 60)  # 10 runs per chunk: 30 seeded chunks
+    chunked = simulate("dsgd", "quadratic:d=3", "gaussian", **kwargs)
     assert chunked.losses.shape == whole.losses.shape == (101, 300)
+    assert not np.array_equal(chunked.losses, whole.losses)  # other seeds, same law
     (m1, s1), (m2, s2) = whole.tail_mean(), chunked.tail_mean()
     assert abs(m1 - m2) <= 5 * math.hypot(s1, s2)
+
+
+def test_memory_budget_changes_nothing_and_too_small_a_budget_is_refused():
+    kwargs = dict(lr=0.05, steps=30, agents=2, runs=50, seed=3, record_every=5)
+    default = simulate("dcsgd:randk:k=1", "quadratic:d=3", "gaussian", **kwargs)
+    tight = simulate("dcsgd:randk:k=1", "quadratic:d=3", "gaussian", memory_budget=50 * 192,
+                     **kwargs)
+    np.testing.assert_array_equal(default.losses, tight.losses)
+    torch.testing.assert_close(default.final_x, tight.final_x, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="memory_budget must be at least 9600 bytes"):
+        simulate("dsgd", "quadratic:d=3", "gaussian", memory_budget=50 * 192 - 1, **kwargs)
+
+
+def test_x0_rows_follow_their_runs_across_chunks(monkeypatch):
+    monkeypatch.setattr(chunks, "CHUNK_NUMBERS", 4)  # 2 runs per chunk
+    x0 = torch.arange(10, dtype=torch.float64).reshape(5, 2)
+    result = simulate("dsgd", "quadratic:d=2", "gaussian:scale=1e-300", lr=0.5, steps=1,
+                      runs=5, x0=x0)
+    torch.testing.assert_close(result.final_x, 0.5 * x0)  # x − η x on ½‖x‖², noise ~ 0
+
+
+def test_cost_is_linear_in_d_for_a_diagonal_quadratic():
+    result = simulate("dsignsgd", "quadratic:d=200000,eig=0.1:10", "gaussian", lr=1e-3,
+                      steps=2, runs=2, agents=2)
+    assert result.final_x.shape == (2, 200000)
+    assert result.config["d"] == 200000
 
 
 def test_float32_and_recorded_statistics_are_consistent():

@@ -25,9 +25,31 @@ from torch import Tensor
 from ._checks import check_float, check_int, check_positive
 from ._spec import parse_float_list, parse_spec, reject_unknown
 
-__all__ = ["NAMES", "Autograd", "Landscape", "Quadratic", "Rosenbrock", "Saddle", "make"]
+__all__ = ["DENSE_BUDGET", "NAMES", "Autograd", "Landscape", "Quadratic", "Rosenbrock", "Saddle",
+           "check_dense", "make"]
 
 NAMES = ("quadratic", "rosenbrock", "saddle")
+#: bytes a dense (…, d, d) Hessian may take; past it ``hessian``/``matrix`` raise ValueError
+DENSE_BUDGET = 1 << 30
+
+
+def check_dense(what: str, d: int, points: int = 1, itemsize: int = 8,
+                budget: int | None = None) -> None:
+    """Raise ValueError when ``points`` dense (d, d) matrices exceed ``budget`` bytes.
+
+    The message says how much memory they need, so a d = 10⁶ Hessian (8 TB) is refused
+    before any allocation.
+    """
+    limit = DENSE_BUDGET if budget is None else budget
+    need = int(points) * int(d) * int(d) * int(itemsize)
+    if need > limit:
+        from .chunks import human_bytes
+
+        raise ValueError(f"{what} is a dense ({d}, {d}) matrix{'' if points == 1 else ' per point'}"
+                         f" needing {human_bytes(need)}, past the limit of {human_bytes(limit)} "
+                         f"(compsde.landscapes.DENSE_BUDGET); gradients, losses, the SDE and "
+                         f"the theory need only O(d) memory (a diagonal quadratic keeps its "
+                         f"eigenvalues)")
 
 
 def _number(value: float) -> str:
@@ -74,9 +96,16 @@ class Landscape(ABC):
         """``∇f(x)``: ``(..., d) -> (..., d)``."""
 
     def hessian(self, x: Tensor) -> Tensor:
-        """``∇²f(x)``: ``(..., d) -> (..., d, d)`` (autograd through :meth:`grad` by default)."""
-        x = self._check(x)
+        """``∇²f(x)``: ``(..., d) -> (..., d, d)`` (autograd through :meth:`grad` by default);
+        refused with a ValueError past :data:`DENSE_BUDGET` bytes."""
+        x = self._dense_check(x)
         return _autograd_hessian(self.grad, x)
+
+    def _dense_check(self, x: Tensor) -> Tensor:
+        x = self._check(x)
+        check_dense(f"the Hessian of {self.spec}", self.dim, x[..., 0].numel(),
+                    x.element_size())
+        return x
 
     def lipschitz(self) -> float | None:
         """Global smoothness constant ``L`` (``‖∇²f‖ ≤ L``) where known, else None."""
@@ -120,15 +149,15 @@ class Quadratic(Landscape):
             raise ValueError("h must contain finite numbers only")
         self.diagonal = matrix.dim() == 1
         self.dim = matrix.shape[0]
+        self._matrix: Tensor | None = None
         if self.diagonal:
-            self.eigenvalues = matrix
-            self.matrix = torch.diag(matrix)
+            self.eigenvalues = matrix       # O(d): the dense H is built only on request
         else:
             scale = float(matrix.abs().max()) or 1.0
             if float((matrix - matrix.T).abs().max()) > 1e-10 * scale:
                 raise ValueError("h must be a symmetric matrix (H = Hᵀ)")
-            self.matrix = 0.5 * (matrix + matrix.T)
-            self.eigenvalues = torch.linalg.eigvalsh(self.matrix)
+            self._matrix = 0.5 * (matrix + matrix.T)
+            self.eigenvalues = torch.linalg.eigvalsh(self._matrix)
         lam_abs = float(self.eigenvalues.abs().max())
         psd = float(self.eigenvalues.min()) >= -1e-12 * max(lam_abs, 1.0)
         self.minimum = 0.0 if psd else None
@@ -138,6 +167,21 @@ class Quadratic(Landscape):
             spec = (f"quadratic:eig={'/'.join(_number(v) for v in matrix.tolist())}"
                     if self.diagonal else f"quadratic:d={self.dim},h=matrix")
         self.spec = spec
+
+    @property
+    def matrix(self) -> Tensor:
+        """H as a dense (d, d) float64 tensor (built on first use for a diagonal H; refused
+        past :data:`DENSE_BUDGET` bytes)."""
+        if self._matrix is None:
+            check_dense(f"H of {self.spec}", self.dim)
+            self._matrix = torch.diag(self.eigenvalues)
+        return self._matrix
+
+    def hessian_diagonal(self, x: Tensor) -> Tensor:
+        """``diag H`` broadcast to ``(..., d)`` (O(d) for every H)."""
+        x = self._check(x)
+        diag = self.eigenvalues if self.diagonal else torch.diagonal(self.matrix)
+        return self._param("diag", diag, x).expand_as(x).clone()
 
     def value(self, x: Tensor) -> Tensor:
         """``½ xᵀHx``."""
@@ -151,8 +195,8 @@ class Quadratic(Landscape):
         return x @ self._param("h", self.matrix, x)      # H symmetric: (Hx)ᵀ = xᵀH
 
     def hessian(self, x: Tensor) -> Tensor:
-        """``H``, broadcast to ``(..., d, d)``."""
-        x = self._check(x)
+        """``H``, broadcast to ``(..., d, d)`` (refused past :data:`DENSE_BUDGET` bytes)."""
+        x = self._dense_check(x)
         h = self._param("h", self.matrix, x)
         return h.expand(*x.shape[:-1], self.dim, self.dim).clone()
 
@@ -200,7 +244,7 @@ class Rosenbrock(Landscape):
     def hessian(self, x: Tensor) -> Tensor:
         """Tridiagonal: ``H_{j,j+1} = −4b x_j``, ``H_jj = 2b [j ≥ 1]``
         ``+ (12b x_j² − 4b x_{j+1} + 2) [j < d − 1]``."""
-        x = self._check(x)
+        x = self._dense_check(x)
         head = x[..., :-1]
         main = torch.zeros_like(x)
         main[..., :-1] = 12.0 * self.b * head * head - 4.0 * self.b * x[..., 1:] + 2.0
@@ -250,7 +294,7 @@ class Saddle(Landscape):
         return x * (h + self.lam * (x * x).sum(-1, keepdim=True))
 
     def hessian(self, x: Tensor) -> Tensor:
-        x = self._check(x)
+        x = self._dense_check(x)
         h = self._param("h", self.curvature, x)
         diag = h + self.lam * (x * x).sum(-1, keepdim=True)
         return torch.diag_embed(diag) + (2.0 * self.lam) * x.unsqueeze(-1) * x.unsqueeze(-2)
@@ -297,7 +341,7 @@ class Autograd(Landscape):
         return torch.zeros_like(x) if g is None else g
 
     def hessian(self, x: Tensor) -> Tensor:
-        x = self._check(x)
+        x = self._dense_check(x)
 
         def grad_graph(xr: Tensor) -> Tensor:
             (g,) = torch.autograd.grad(self.value(xr).sum(), xr, create_graph=True)

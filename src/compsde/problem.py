@@ -81,9 +81,18 @@ class Problem:
     def dim(self) -> int:
         return self.landscape.dim
 
-    def start(self, runs: int, dtype: torch.dtype, device: torch.device | str) -> Tensor:
-        """x0 broadcast to (runs, d)."""
+    def check_runs(self, runs: int) -> None:
+        """Raise ValueError unless a (runs, d) x0 has ``runs`` rows."""
         x0 = self._x0_tensor
+        if x0.ndim == 2 and x0.shape[0] != runs:
+            raise ValueError(f"x0 has {x0.shape[0]} rows but runs is {runs}")
+
+    def start(self, runs: int, dtype: torch.dtype, device: torch.device | str,
+              rows: slice | None = None) -> Tensor:
+        """x0 broadcast to (runs, d); ``rows`` picks those rows of a (R, d) x0 (a chunk)."""
+        x0 = self._x0_tensor
+        if x0.ndim == 2 and rows is not None:
+            x0 = x0[rows]
         if x0.ndim == 2 and x0.shape[0] != runs:
             raise ValueError(f"x0 has {x0.shape[0]} rows but runs is {runs}")
         return x0.to(dtype=dtype, device=device).expand(runs, self.dim).clone()

@@ -1,14 +1,16 @@
 """Batched Monte-Carlo simulation of DSGD, DCSGD and DSignSGD (THEORY.md §2).
 
-R runs × N agents advance together: each step draws the noise of every agent of every run in
-one tensor of shape (R, N, d), applies the method's messages and averages over agents. Runs are
-processed in chunks so that the working set stays under a memory budget.
+The runs of one chunk × N agents advance together: each step draws the noise of every agent of
+every run in one tensor of shape (runs, N, d), applies the method's messages and averages over
+agents. Chunks are seeded from (seed, chunk) and can run on any executor with the same result
+(:mod:`compsde.chunks`, :mod:`compsde.executors`).
 """
 
 from __future__ import annotations
 
 import time as _time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,20 +18,25 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ._checks import check_float, check_int
+from .chunks import (
+    DEFAULT_MEMORY_BUDGET,
+    Chunk,
+    ChunkResult,
+    assemble,
+    check_memory,
+    chunk_generator,
+    chunk_layout,
+    run_chunks,
+)
+from .executors import Executor, LocalExecutor
+from .executors import resolve as resolve_executor
 from .landscapes import Landscape
 from .methods import Method
 from .noise import NoiseLaw
 from .problem import Problem, resolve_dtype
 from .recording import LossRecorder, RunResult, record_schedule
 
-DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of per-step working set; decides the run chunks
-
-
-def chunk_sizes(runs: int, per_run_bytes: int, memory_budget: int) -> list[int]:
-    """Split ``runs`` into chunks whose working set fits ``memory_budget`` bytes."""
-    per_chunk = max(1, memory_budget // max(per_run_bytes, 1))
-    full, rest = divmod(runs, per_chunk)
-    return [per_chunk] * full + ([rest] if rest else [])
+__all__ = ["DEFAULT_MEMORY_BUDGET", "SimulationJob", "simulate"]
 
 
 def simulate(
@@ -51,13 +58,17 @@ def simulate(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     lr_schedule: str = "constant",
     progress: bool = False,
+    executor: Executor | str | None = None,
 ) -> RunResult:
     """Run the discrete algorithm ``runs`` times and record the loss f(x_k) − f*.
 
     x_{k+1} = x_k − η_k · mean_i m_i with m_i the method's message of g_i = ∇f(x_k) + Z_i,
-    Z_i drawn from ``noise`` with the batch convention σ → σ/√B. One ``seed`` reproduces every
-    run exactly (for the same ``memory_budget``, which fixes the run chunks). Runs whose loss
-    becomes non-finite or exceeds ``diverge_threshold`` are counted as diverged, not raised.
+    Z_i drawn from ``noise`` with the batch convention σ → σ/√B (THEORY.md §2). Runs are cut
+    into chunks seeded from ``(seed, chunk)`` (:mod:`compsde.chunks`): one ``seed`` reproduces
+    every run bitwise, whatever ``executor`` (``local``, ``processes:N``, ``ray[:ADDRESS]``) and
+    ``memory_budget`` (bytes of per-step working set per worker; a ValueError says when one
+    chunk needs more). Runs whose loss becomes non-finite or exceeds ``diverge_threshold`` are
+    counted as diverged, not raised. On remote executors ``final_x`` comes back on the CPU.
     """
     problem = Problem(method, landscape, noise, lr=lr, agents=agents, batch=batch, x0=x0,
                       lr_schedule=lr_schedule)
@@ -69,53 +80,73 @@ def simulate(
     memory_budget = check_int("memory_budget", memory_budget, minimum=1)
     dtype = resolve_dtype(dtype)
     device = torch.device(device)
+    problem.check_runs(runs)
+    chosen = resolve_executor(executor)
 
     d, n = problem.dim, problem.agents
     itemsize = torch.empty((), dtype=dtype).element_size()
-    chunks = chunk_sizes(runs, 4 * n * d * itemsize, memory_budget)
+    chunks = chunk_layout(runs, n * d)
+    check_memory(chunks, 4 * n * d * itemsize, memory_budget,
+                 f"{problem.landscape.spec} with {n} agent(s) in "
+                 f"{str(dtype).removeprefix('torch.')}")
     marks = record_schedule(steps, record_every)
-    recorder = LossRecorder(marks, runs, threshold)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    finals = []
+    job = SimulationJob(problem, steps, marks, threshold, seed, dtype, device, progress,
+                        keep_device=isinstance(chosen, LocalExecutor))
     started = _time.perf_counter()
-    bar = tqdm(total=steps * len(chunks), disable=not progress, unit="step",
-               desc=f"simulate {problem.method.spec}", leave=False)
-    first = 0
-    for size in chunks:
-        rows = slice(first, first + size)
-        finals.append(_run_chunk(problem, size, steps, marks, recorder, rows, generator,
-                                 dtype, device, bar))
-        first += size
-    bar.close()
+    results = run_chunks(job, chunks, chosen, progress=progress,
+                         desc=f"simulate {problem.method.spec}")
+    losses, final_x = assemble(results, len(marks), runs)
     config = problem.describe() | {
         "steps": steps, "runs": runs, "seed": seed, "dtype": str(dtype).removeprefix("torch."),
         "record_every": record_every, "diverge_threshold": threshold, "kind": "simulation",
     }
     times = np.array([sum(problem.step_size(k) for k in range(s)) for s in marks]) \
         if problem.lr_schedule != "constant" else marks * problem.lr
-    return RunResult(steps=marks, time=times, losses=recorder.losses, config=config,
-                     final_x=torch.cat(finals),
+    return RunResult(steps=marks, time=times, losses=losses, config=config, final_x=final_x,
                      extra={"seconds": _time.perf_counter() - started})
 
 
-def _run_chunk(problem: Problem, runs: int, steps: int, marks: np.ndarray,
-               recorder: LossRecorder, rows: slice, generator: torch.Generator,
-               dtype: torch.dtype, device: torch.device, bar: tqdm) -> Tensor:
-    landscape, law, method = problem.landscape, problem.noise, problem.method
-    n, d = problem.agents, problem.dim
-    x = problem.start(runs, dtype, device)
-    shape = (runs, n, d)
-    next_mark = 0
-    for k in range(steps + 1):
-        if k == marks[next_mark]:
-            alive = recorder.record(next_mark, rows, problem.loss(x))
-            if not bool(alive.all()):
-                x[~alive] = 0.0  # frozen: a diverged run is out of the statistics
-            next_mark += 1
-        if k == steps:
-            break
-        grads = law.sample(shape, generator, problem.batch, dtype=dtype, device=device)
-        grads.add_(landscape.grad(x).unsqueeze(-2))
-        x.sub_(method.direction(grads, generator), alpha=problem.step_size(k))
-        bar.update(1)
-    return x
+@dataclass(frozen=True)
+class SimulationJob:
+    """Simulates a list of chunks (picklable: one task of an executor)."""
+
+    problem: Problem
+    steps: int
+    marks: np.ndarray
+    threshold: float
+    seed: int
+    dtype: torch.dtype
+    device: torch.device
+    progress: bool = False
+    keep_device: bool = True
+
+    def __call__(self, chunks: list[Chunk]) -> list[ChunkResult]:
+        bar = tqdm(total=self.steps * len(chunks), disable=not (self.progress and
+                                                                  self.keep_device),
+                   unit="step", desc=f"simulate {self.problem.method.spec}", leave=False)
+        with bar:
+            return [self._chunk(chunk, bar) for chunk in chunks]
+
+    def _chunk(self, chunk: Chunk, bar: tqdm) -> ChunkResult:
+        problem, steps, marks = self.problem, self.steps, self.marks
+        landscape, law, method = problem.landscape, problem.noise, problem.method
+        generator = chunk_generator(self.seed, chunk.index, self.device)
+        recorder = LossRecorder(marks, chunk.size, self.threshold)
+        every = slice(0, chunk.size)
+        x = problem.start(chunk.size, self.dtype, self.device, rows=chunk.rows)
+        shape = (chunk.size, problem.agents, problem.dim)
+        next_mark = 0
+        for k in range(steps + 1):
+            if k == marks[next_mark]:
+                alive = recorder.record(next_mark, every, problem.loss(x))
+                if not bool(alive.all()):
+                    x[~alive] = 0.0  # frozen: a diverged run is out of the statistics
+                next_mark += 1
+            if k == steps:
+                break
+            grads = law.sample(shape, generator, problem.batch, dtype=self.dtype,
+                               device=self.device)
+            grads.add_(landscape.grad(x).unsqueeze(-2))
+            x.sub_(method.direction(grads, generator), alpha=problem.step_size(k))
+            bar.update(1)
+        return ChunkResult(chunk, recorder.losses, x if self.keep_device else x.cpu())

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from compsde.executors import TaskFailed
 from compsde.experiments.cache import RunCache, config_key, run_sweep
 
 
@@ -127,8 +128,9 @@ def test_parallel_sweep_reports_a_failing_run(tmp_path):
 
     cache = RunCache(tmp_path)
     configs = [{"run": 0, "result": {"x": 1}}, {"run": 1}]  # run 1 has no "result": KeyError
-    with pytest.raises(KeyError):
+    with pytest.raises(TaskFailed, match=r"task 1 failed \(\{'run': 1\}\): KeyError") as info:
         run_sweep(configs, operator.itemgetter("result"), cache, jobs=2)
+    assert info.value.item == {"run": 1} and "Traceback" in info.value.details
     assert configs[1] not in cache
     with pytest.raises(ValueError, match="jobs"):
         run_sweep(configs, dict, cache, jobs=0)

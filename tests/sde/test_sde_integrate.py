@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from compsde import chunks
 from compsde.problem import Problem
 from compsde.sde import euler_maruyama, simulate_sde
 from compsde.sde.diffusion import DiagonalCov
@@ -184,8 +185,21 @@ def test_seed_reproduces_and_chunks_do_not_matter_for_statistics():
     a = simulate_sde("dsignsgd", "quadratic:d=3", "gaussian", seed=4, **kw)
     b = simulate_sde("dsignsgd", "quadratic:d=3", "gaussian", seed=4, **kw)
     np.testing.assert_array_equal(a.losses, b.losses)
-    c = simulate_sde("dsignsgd", "quadratic:d=3", "gaussian", seed=4, memory_budget=2000, **kw)
-    assert c.losses.shape == a.losses.shape and np.isfinite(c.losses).all()
+    c = simulate_sde("dsignsgd", "quadratic:d=3", "gaussian", seed=4, memory_budget=300 * 288,
+                     **kw)  # exactly one chunk's working set: (8 + 4·1·1)·3 float64 per path
+    np.testing.assert_array_equal(c.losses, a.losses)
+    with pytest.raises(ValueError, match="memory_budget must be at least 86400 bytes"):
+        simulate_sde("dsignsgd", "quadratic:d=3", "gaussian", seed=4, memory_budget=2000, **kw)
+
+
+def test_chunks_are_seeded_by_their_index(monkeypatch):
+    kw = dict(lr=0.05, steps=50, runs=300, record_every=10, seed=4)
+    whole = simulate_sde("dsgd", "quadratic:d=3", "gaussian", **kw)
+    monkeypatch.setattr(chunks, "CHUNK_NUMBERS", 60)  # (1 + 1)·3 draws per path: 10 per chunk
+    split = simulate_sde("dsgd", "quadratic:d=3", "gaussian", **kw)
+    assert not np.array_equal(split.losses, whole.losses)
+    (m1, s1), (m2, s2) = whole.tail_mean(), split.tail_mean()
+    assert abs(m1 - m2) <= 5 * math.hypot(s1, s2)
 
 
 def test_finer_dt_and_schedules():

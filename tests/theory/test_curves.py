@@ -117,3 +117,16 @@ def test_infinite_variance_has_no_stationary_loss():
                                         "student-t:nu=2,scale=1", lr=0.01, agents=2)
     assert math.isinf(stationary_loss(model))
     assert np.isinf(loss_curve(model, [0, 10]).loss[1])
+
+
+def test_closed_forms_at_model_size_use_the_eigenvalues_only():
+    """d = 10⁶: the model keeps H's diagonal (8 MB, not 8 TB) and the curves stay O(d)."""
+    d = 10**6
+    model = QuadraticModel.from_problem("dsgd", f"quadratic:d={d}", "gaussian:scale=1",
+                                        lr=0.01, agents=4, x0=0.0)
+    assert model.diagonal and model.hessian.shape == (d,)
+    # DSGD on ½‖x‖²: per coordinate m* = η σ²/(N(2 − η)), E f = d m*/2 (THEORY.md §4)
+    want = 0.5 * d * 0.01 / (4 * (2 - 0.01))
+    assert math.isclose(stationary_loss(model, "discrete"), want, rel_tol=1e-9)
+    with pytest.raises(ValueError, match="8 TB"):
+        model.matrix  # noqa: B018

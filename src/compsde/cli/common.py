@@ -86,6 +86,36 @@ def problem_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return functools.reduce(lambda f, opt: opt(f), reversed(options), func)
 
 
+EXECUTOR_HELP = ("where the work runs: local | processes:N (N worker processes) | ray | "
+                 "ray:ADDRESS (a Ray cluster; `auto` for the environment's; needs "
+                 "pip install 'compsde[ray]'); results do not depend on it")
+
+
+def executor_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--executor`` (``local`` by default), shared by simulate, sde, validate and reproduce."""
+    return click.option("--executor", default="local", show_default=True,
+                        help=EXECUTOR_HELP)(func)
+
+
+def parse_executor(spec: str | None, jobs: int = 1) -> Any:
+    """The executor of ``--executor`` (``--jobs N`` is its shorthand ``processes:N``); a bad
+    value raises ValueError naming the flag, before any work starts."""
+    from ..executors import resolve
+
+    if jobs > 1 and spec == "local":
+        spec = None  # --jobs N alone
+    try:
+        return resolve(spec, jobs)
+    except ValueError as exc:
+        text = str(exc)
+        for name in ("jobs", "executor"):
+            if text.startswith(name):
+                text = f"--{text}"
+        if not text.startswith("--"):
+            text = f"--executor {spec}: {text}"
+        raise ValueError(text) from None
+
+
 def default_record_every(steps: int, record_every: int | None) -> int:
     return record_every if record_every is not None else max(1, steps // 200)
 

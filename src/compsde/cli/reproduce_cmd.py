@@ -22,7 +22,7 @@ from .._checks import check_int
 from ..experiments import load_all
 from ..experiments.registry import Figure, FigureOutcome
 from ..experiments.report import ReportRow, write_report
-from .common import progress_enabled
+from .common import executor_option, parse_executor, progress_enabled
 
 
 def _accepts(figure: Figure, option: str) -> bool:
@@ -40,13 +40,17 @@ def warn_full_without_gpu(names: list[str], figures: dict[str, Figure], preset: 
                    f"Ctrl-C loses nothing)", err=True)
 
 
-def _options(figure: Figure, *, distributed: bool, jobs: int) -> dict[str, Any]:
-    """The extra runner options the figure takes: ``distributed`` if set, ``jobs`` if > 1."""
+def _options(figure: Figure, *, distributed: bool, jobs: int,
+             executor: str = "local") -> dict[str, Any]:
+    """The extra runner options the figure takes: ``distributed`` if set, ``jobs`` if > 1,
+    ``executor`` (its spec) if not local."""
     options: dict[str, Any] = {}
     if distributed and _accepts(figure, "distributed"):
         options["distributed"] = True
     if jobs > 1 and _accepts(figure, "jobs"):
         options["jobs"] = jobs
+    if executor != "local" and _accepts(figure, "executor"):
+        options["executor"] = executor
     return options
 
 
@@ -72,7 +76,7 @@ def _command_line() -> str:
 def reproduce_all(figures: dict[str, Figure], out: Path, *, preset: str, seed: int,
                   progress: bool, distributed: bool = False, jobs: int = 1,
                   command: str = "compsde reproduce all",
-                  use_cache: bool = True) -> list[ReportRow]:
+                  executor: str = "local", use_cache: bool = True) -> list[ReportRow]:
     """Run every figure, rewriting ``OUT/REPORT.md`` after each; returns the report's rows.
 
     A figure whose code raises is reported as ``error`` and the others still run; an interrupt
@@ -90,7 +94,7 @@ def reproduce_all(figures: dict[str, Figure], out: Path, *, preset: str, seed: i
     write()
     for name in names:
         figure = figures[name]
-        options = _options(figure, distributed=distributed, jobs=jobs)
+        options = _options(figure, distributed=distributed, jobs=jobs, executor=executor)
         click.echo(f"== {name}: {figure.claim}")
         begun = time.perf_counter()
         try:
@@ -127,22 +131,26 @@ def reproduce_all(figures: dict[str, Figure], out: Path, *, preset: str, seed: i
                    "(e.g. the number of CPU cores; results do not depend on it)")
 @click.option("--no-cache", "no_cache", is_flag=True, default=False,
               help="recompute every run instead of reusing OUT/cache (the cache is refreshed)")
+@executor_option
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def reproduce_command(name: str, preset: str, out: Path, seed: int, distributed: bool,
-                      jobs: int, no_cache: bool, progress: bool) -> None:
+                      jobs: int, no_cache: bool, progress: bool, executor: str) -> None:
     """Reproduce figure NAME of the paper (fig1, fig2, …) or `all` of them.
 
     Writes OUT/NAME.png and OUT/NAME.json; `all` also writes OUT/REPORT.md. Finished training
     runs are cached under OUT/cache and reused when the command is started again.
     """
     jobs = check_int("jobs", jobs, minimum=1)
+    executor = parse_executor(executor, jobs).spec  # fig2/fig4: one training run per task
+    if executor.startswith("processes:"):
+        jobs, executor = int(executor.partition(":")[2]), "local"  # today's --jobs path
     figures = load_all()
     show = progress_enabled(progress)
     if name == "all":
         warn_full_without_gpu(sorted(figures), figures, preset)
         rows = reproduce_all(figures, out, preset=preset, seed=seed, progress=show,
                              distributed=distributed, jobs=jobs, command=_command_line(),
-                             use_cache=not no_cache)
+                             executor=executor, use_cache=not no_cache)
         if any(r.status != "pass" for r in rows):
             raise click.exceptions.Exit(1)
         return
@@ -150,12 +158,13 @@ def reproduce_command(name: str, preset: str, out: Path, seed: int, distributed:
         raise ValueError(f"figure must be one of all, {', '.join(sorted(figures))}, "
                          f"got {name!r}")
     figure = figures[name]
-    for option, wanted in (("distributed", distributed), ("jobs", jobs > 1)):
+    for option, wanted in (("distributed", distributed), ("jobs", jobs > 1),
+                           ("executor", executor != "local")):
         able = sorted(n for n, f in figures.items() if _accepts(f, option))
         if wanted and name not in able:
             raise ValueError(f"{option} is available for figure {', '.join(able) or '(none)'}"
                              f", got {name!r}")
-    options = _options(figure, distributed=distributed, jobs=jobs)
+    options = _options(figure, distributed=distributed, jobs=jobs, executor=executor)
     warn_full_without_gpu([name], figures, preset)
     outcome = run_figure(figure, out, preset=preset, seed=seed, progress=show, options=options,
                          use_cache=not no_cache)

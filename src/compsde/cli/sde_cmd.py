@@ -10,11 +10,18 @@ import click
 from ..plotting import plot_losses
 from ..sde import simulate_sde
 from ..sde.phases import PHASE_MODELS, phase_builder
-from .common import default_record_every, problem_options, progress_enabled
+from .common import (
+    default_record_every,
+    executor_option,
+    parse_executor,
+    problem_options,
+    progress_enabled,
+)
 
 
 @click.command("sde")
 @problem_options
+@executor_option
 @click.option("--dt", type=float, default=None,
               help="Euler–Maruyama step (default: lr, one SDE step per iteration; finer dt "
                    "takes ceil(lr/dt) sub-steps)")
@@ -32,15 +39,16 @@ def sde_command(method: str, landscape: str, noise: str, lr: float, lr_schedule:
                 agents: int, batch: int, steps: int, runs: int, seed: int, dtype: str,
                 x0: float, record_every: int | None, device: str, out: Path, plot: bool,
                 progress: bool, dt: float | None, model: str, moments: str, samples: int,
-                stability: bool) -> None:
+                stability: bool, executor: str) -> None:
     """Integrate the SDE of --method over --runs paths; writes result.json like simulate."""
+    chosen = parse_executor(executor)
     builder = None if model == "full" else phase_builder(model)
     result = simulate_sde(method, landscape, noise, lr=lr, steps=steps, agents=agents,
                           batch=batch, runs=runs, seed=seed, x0=x0, dtype=dtype, device=device,
                           record_every=default_record_every(steps, record_every),
                           lr_schedule=lr_schedule, progress=progress_enabled(progress), dt=dt,
                           stability=stability, moments=moments, samples=samples,
-                          model=builder)
+                          model=builder, executor=chosen)
     path = result.save(out)
     cfg = result.config
     click.echo(f"SDE ({cfg['model']}; moments: {cfg['moments']}) of {cfg['method']} on "

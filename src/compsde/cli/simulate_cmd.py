@@ -8,20 +8,29 @@ import click
 
 from ..plotting import plot_losses
 from ..simulation import simulate
-from .common import default_record_every, problem_options, progress_enabled
+from .common import (
+    default_record_every,
+    executor_option,
+    parse_executor,
+    problem_options,
+    progress_enabled,
+)
 
 
 @click.command("simulate")
 @problem_options
+@executor_option
 def simulate_command(method: str, landscape: str, noise: str, lr: float, lr_schedule: str,
                      agents: int, batch: int, steps: int, runs: int, seed: int, dtype: str,
                      x0: float, record_every: int | None, device: str, out: Path, plot: bool,
-                     progress: bool) -> None:
+                     progress: bool, executor: str) -> None:
     """Simulate the discrete algorithm over --runs Monte-Carlo paths; writes result.json."""
+    chosen = parse_executor(executor)
     result = simulate(method, landscape, noise, lr=lr, steps=steps, agents=agents, batch=batch,
                       runs=runs, seed=seed, x0=x0, dtype=dtype, device=device,
                       record_every=default_record_every(steps, record_every),
-                      lr_schedule=lr_schedule, progress=progress_enabled(progress))
+                      lr_schedule=lr_schedule, progress=progress_enabled(progress),
+                      executor=chosen)
     path = result.save(out)
     click.echo(f"{result.config['method']} on {result.config['landscape']}, "
                f"noise {result.config['noise']}: final loss mean {result.loss_mean[-1]:.4g} "

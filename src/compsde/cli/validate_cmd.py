@@ -10,7 +10,13 @@ import numpy as np
 
 from ..io import save_figure, write_json
 from ..validate import Z_DEFAULT, lr_sweep, validate
-from .common import default_record_every, problem_options, progress_enabled
+from .common import (
+    default_record_every,
+    executor_option,
+    parse_executor,
+    problem_options,
+    progress_enabled,
+)
 
 
 def _parse_lrs(text: str) -> list[float]:
@@ -24,6 +30,7 @@ def _parse_lrs(text: str) -> list[float]:
 
 @click.command("validate")
 @problem_options
+@executor_option
 @click.option("--lr-sweep", "sweep", default=None,
               help="also measure the weak error at SDE time --horizon for these learning "
                    "rates (comma-separated) and fit its slope against lr")
@@ -42,11 +49,13 @@ def validate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
                      agents: int, batch: int, steps: int, runs: int, seed: int, dtype: str,
                      x0: float, record_every: int | None, device: str, out: Path, plot: bool,
                      progress: bool, sweep: str | None, horizon: float | None,
-                     substeps: int | None, z: float, moments: str, stability: bool) -> None:
+                     substeps: int | None, z: float, moments: str, stability: bool,
+                     executor: str) -> None:
     """Run --method and its SDE on one config; report both mean-loss curves, their 95 %
     confidence intervals and the largest gap; with --lr-sweep, the weak error against lr."""
     common = dict(agents=agents, batch=batch, seed=seed, x0=x0, dtype=dtype, device=device,
-                  lr_schedule=lr_schedule, progress=progress_enabled(progress))
+                  lr_schedule=lr_schedule, progress=progress_enabled(progress),
+                  executor=parse_executor(executor))
     lrs = _parse_lrs(sweep) if sweep is not None else None
     if substeps is not None and substeps < 1:
         raise ValueError(f"substeps must be an integer >= 1, got {substeps}")

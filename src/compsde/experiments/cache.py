@@ -20,7 +20,6 @@ import contextvars
 import functools
 import hashlib
 import json
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import check_int
+from ..executors import Executor
+from ..executors import resolve as resolve_executor
 from ..io import write_json
 
 CODE_VERSION = "compsde-runs-1"
@@ -164,48 +164,56 @@ def run_sweep(configs: Sequence[Mapping[str, Any]],
               compute: Callable[[Mapping[str, Any]], Mapping[str, Any]],
               cache: RunCache, *, progress: bool = False, desc: str = "runs",
               on_done: Callable[[int, Mapping[str, Any], dict[str, Any], bool], None]
-              | None = None, jobs: int = 1) -> SweepOutcome:
+              | None = None, jobs: int = 1,
+              executor: Executor | str | None = None) -> SweepOutcome:
     """Run ``compute(config)`` for every config not yet in ``cache``; store each as it finishes.
 
-    ``on_done(index, config, result, cached)`` is called after every run (loaded or computed);
-    an exception raised there (or a KeyboardInterrupt anywhere) stops the sweep, and every run
-    finished before it stays cached, so calling ``run_sweep`` again resumes where it stopped.
-    A result that is not JSON-serialisable raises ``ValueError`` before anything is written.
+    ``on_done(index, config, result, cached)`` is called after every run (the cached ones
+    first, then the computed ones as they finish); an exception raised there (or a
+    KeyboardInterrupt anywhere) stops the sweep, and every run finished before it stays
+    cached, so calling ``run_sweep`` again resumes where it stopped. A run that raises stops
+    the sweep with :class:`~compsde.executors.TaskFailed` naming its config. A result that is
+    not JSON-serialisable raises ``ValueError`` before anything is written.
 
-    ``jobs > 1`` computes that many runs at once in worker processes (``spawn``); ``compute``
-    must then be picklable (a module-level function or a ``functools.partial`` of one). Results
-    come back in config order either way; ``on_done`` sees runs in the order they finish.
+    ``executor`` (``local``, ``processes:N``, ``ray[:ADDRESS]``; ``jobs > 1`` is shorthand for
+    ``processes:jobs``) decides where runs are computed, one run per task; results return to
+    this process and are cached here, so workers need no shared file system. ``compute`` must
+    then be picklable (a module-level function or a ``functools.partial`` of one). Results
+    come back in config order on every executor. One progress bar (runs done / total, time
+    left) covers the sweep.
     """
     from tqdm.auto import tqdm
 
-    jobs = check_int("jobs", jobs, minimum=1)
+    chosen = resolve_executor(executor, jobs)
     outcome = SweepOutcome(results=[{}] * len(configs))
     keys = [cache.key(c) for c in configs]  # validates every config before any work
     if len(set(keys)) != len(keys):
         raise ValueError("configs must be distinct (two configs of the sweep hash to the same "
                          "key)")
-    with tqdm(total=len(configs), desc=desc, disable=not progress, leave=False) as bar:
+    cached, pending = [], []
+    for index, config in enumerate(configs):
+        result = cache.load(config)
+        if result is None:
+            pending.append(index)
+        else:
+            cached.append((index, result))
+    with tqdm(total=len(configs), initial=len(cached), desc=desc, disable=not progress,
+              leave=False, unit="run") as bar:
 
-        def finish(index: int, result: dict[str, Any], cached: bool) -> None:
-            (outcome.loaded if cached else outcome.computed).append(index)
+        def finish(index: int, result: dict[str, Any], was_cached: bool) -> None:
+            (outcome.loaded if was_cached else outcome.computed).append(index)
             outcome.results[index] = result
-            bar.update(1)
             if on_done is not None:
-                on_done(index, configs[index], result, cached)
+                on_done(index, configs[index], result, was_cached)
 
-        pending = []
-        for index, config in enumerate(configs):
-            result = cache.load(config)
-            if result is not None:
-                finish(index, result, True)
-            elif jobs == 1:
-                result, seconds = _timed(compute, config)
-                outcome.seconds_computing += seconds
-                finish(index, _store(config, result, cache), False)
-            else:
-                pending.append(index)
-        if pending:
-            _run_parallel(pending, configs, compute, cache, outcome, jobs, finish)
+        for index, result in cached:
+            finish(index, result, True)
+        for position, result, seconds in chosen.imap(compute, [configs[i] for i in pending]):
+            index = pending[position]
+            outcome.seconds_computing += seconds
+            stored = _store(configs[index], dict(result), cache)
+            bar.update(1)
+            finish(index, stored, False)
     outcome.computed.sort()
     outcome.loaded.sort()
     return outcome
@@ -216,33 +224,3 @@ def _store(config: Mapping[str, Any], result: dict[str, Any], cache: RunCache) -
     stored = cache.stored(config)  # exactly what a later resume would see
     assert stored is not None
     return stored
-
-
-def _timed(compute: Callable[[Mapping[str, Any]], Mapping[str, Any]],
-           config: Mapping[str, Any]) -> tuple[dict[str, Any], float]:
-    started = time.perf_counter()
-    return dict(compute(config)), time.perf_counter() - started
-
-
-def _run_parallel(pending: list[int], configs: Sequence[Mapping[str, Any]],
-                  compute: Callable[[Mapping[str, Any]], Mapping[str, Any]], cache: RunCache,
-                  outcome: SweepOutcome, jobs: int,
-                  finish: Callable[[int, dict[str, Any], bool], None]) -> None:
-    """Compute ``pending`` runs in ``jobs`` worker processes; store each as it finishes."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=context) as pool:
-        futures = {pool.submit(_timed, compute, configs[i]): i for i in pending}
-        try:
-            while futures:
-                done, _ = wait(futures, return_when=FIRST_COMPLETED)
-                for future in done:
-                    index = futures.pop(future)
-                    result, seconds = future.result()
-                    outcome.seconds_computing += seconds
-                    finish(index, _store(configs[index], result, cache), False)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise

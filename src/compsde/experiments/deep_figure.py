@@ -31,6 +31,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from scipy import stats
 
+from ..executors import Executor, LocalExecutor, RayExecutor
+from ..executors import resolve as resolve_executor
 from ..io import save_figure
 from ..verdicts import check
 from ..verdicts import panel as panel_verdict
@@ -151,9 +153,10 @@ def local_compute(device: str, progress: bool = False) -> Compute:
 
 def run_panels(panels: Sequence[Panel], cache: RunCache, compute: Compute, *,
                progress: bool = False, desc: str = "runs",
-               extra_key: dict[str, Any] | None = None, jobs: int = 1) -> SweepOutcome:
-    """Train every arm of every panel (cached; shared arms run once; ``jobs`` at a time) and
-    judge each panel."""
+               extra_key: dict[str, Any] | None = None, jobs: int = 1,
+               executor: Executor | str | None = None) -> SweepOutcome:
+    """Train every arm of every panel (cached; shared arms run once; one run per task of
+    ``executor``, or ``jobs`` at a time in local processes) and judge each panel."""
     configs: list[dict[str, Any]] = []
     index: dict[str, int] = {}
     for panel in panels:
@@ -163,7 +166,8 @@ def run_panels(panels: Sequence[Panel], cache: RunCache, compute: Compute, *,
             if key not in index:
                 index[key] = len(configs)
                 configs.append(config)
-    sweep = run_sweep(configs, compute, cache, progress=progress, desc=desc, jobs=jobs)
+    sweep = run_sweep(configs, compute, cache, progress=progress, desc=desc, jobs=jobs,
+                      executor=executor)
     for panel in panels:
         panel.results = [sweep.results[index[cache.key(a.spec.config() | (extra_key or {}))]]
                          for a in panel.arms]
@@ -173,18 +177,23 @@ def run_panels(panels: Sequence[Panel], cache: RunCache, compute: Compute, *,
 
 def train_panels(panels: Sequence[Panel], folder: Path, *, device: str,
                  distributed: bool = False, jobs: int = 1, progress: bool = False,
-                 desc: str = "runs") -> dict[str, Any]:
-    """Train and judge every panel: runs cached in ``folder``, computed in this process (vmap
-    over agents) or with torchrun (``distributed``), ``jobs`` at a time. Returns the sweep's
-    part of the figure's JSON: device, backend, run counts, training time and the curves."""
+                 desc: str = "runs", executor: Executor | str | None = None) -> dict[str, Any]:
+    """Train and judge every panel: runs cached in ``folder`` on the driver, computed in this
+    process (vmap over agents) or with torchrun (``distributed``), one run per task of
+    ``executor`` (``jobs`` is shorthand for ``processes:jobs``). Returns the sweep's part of
+    the figure's JSON: device, backend, run counts, training time and the curves."""
+    chosen = resolve_executor(executor, jobs)
+    if isinstance(chosen, RayExecutor) and str(device).startswith("cuda"):
+        chosen = chosen.with_gpus(1)  # a training run on a GPU needs one per task
+    inline = isinstance(chosen, LocalExecutor)
     if distributed:
         from .deep_torchrun import torchrun_compute, torchrun_key
 
         compute, extra = torchrun_compute(device, progress), torchrun_key()
     else:
-        compute, extra = local_compute(device, progress and jobs == 1), None
+        compute, extra = local_compute(device, progress and inline), None
     sweep = run_panels(panels, RunCache(folder), compute, progress=progress, desc=desc,
-                       extra_key=extra, jobs=jobs)
+                       extra_key=extra, executor=chosen)
     return {"device": device,
             "backend": "torchrun" if distributed else "simulated agents (vmap)",
             "runs_computed": len(sweep.computed), "runs_cached": len(sweep.loaded),

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import compressors
+from ..executors import Executor
 from ..scaling import dcsgd_from_dsgd
 from .deep import TrainSpec, data_shape, default_device, model_dimension
 from .deep_figure import Arm, Panel, plot_panels, train_panels
@@ -146,7 +147,7 @@ def panel_for(name: str, model: str, image_size: int, p: Preset, seed: int,
 
 def reproduce(p: Preset, out: Path, *, seed: int = 0, progress: bool = False,
               distributed: bool = False, device: str | None = None,
-              jobs: int = 1) -> FigureOutcome:
+              jobs: int = 1, executor: Executor | str | None = None) -> FigureOutcome:
     """Train every arm of every panel (cached under ``out/cache/fig2``; ``jobs`` runs at a
     time in worker processes), judge, plot."""
     device = device or default_device()
@@ -158,7 +159,7 @@ def reproduce(p: Preset, out: Path, *, seed: int = 0, progress: bool = False,
         numbers[name] = info
     trained = train_panels(panels, Path(out) / "cache" / "fig2", device=device,
                            distributed=distributed, jobs=jobs, progress=progress,
-                           desc="fig2 runs")
+                           executor=executor, desc="fig2 runs")
     png = plot_panels(panels, Path(out) / "fig2.png",
                       "Figure 2 — DCSGD with the scaling rules (green) recovers DSGD (black); "
                       "breaking them (red) does not", NOTE)
@@ -179,7 +180,8 @@ NOTE = ("Training loss on a fixed training subset. Gaussian gradient noise is in
 
 @figure("fig2", CLAIM)
 def run(out: Path, preset: str = "quick", seed: int = 0, progress: bool = False,
-        distributed: bool = False, jobs: int = 1) -> FigureOutcome:
+        distributed: bool = False, jobs: int = 1,
+        executor: Executor | str | None = None) -> FigureOutcome:
     """Reproduce figure 2 with the ``quick`` or ``full`` preset."""
     return reproduce(PRESETS[preset], out, seed=seed, progress=progress,
-                     distributed=distributed, jobs=jobs)
+                     distributed=distributed, jobs=jobs, executor=executor)

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..executors import Executor
 from ..scaling import dsignsgd_rules
 from .deep import TrainSpec, data_shape, default_device, model_dimension
 from .deep_figure import Arm, Panel, plot_panels, train_panels
@@ -144,7 +145,7 @@ def panels_for(name: str, model: str, image_size: int, p: Preset, seed: int,
 
 def reproduce(p: Preset, out: Path, *, seed: int = 0, progress: bool = False,
               distributed: bool = False, device: str | None = None,
-              jobs: int = 1) -> FigureOutcome:
+              jobs: int = 1, executor: Executor | str | None = None) -> FigureOutcome:
     """Train every arm (cached under ``out/cache/fig4``; ``jobs`` runs at a time in worker
     processes), judge each panel, plot."""
     device = device or default_device()
@@ -157,7 +158,7 @@ def reproduce(p: Preset, out: Path, *, seed: int = 0, progress: bool = False,
         numbers[name] = info
     trained = train_panels(panels, Path(out) / "cache" / "fig4", device=device,
                            distributed=distributed, jobs=jobs, progress=progress,
-                           desc="fig4 runs")
+                           executor=executor, desc="fig4 runs")
     png = plot_panels(panels, Path(out) / "fig4.png",
                       "Figure 4 — DSignSGD with its scaling rule (green) recovers "
                       "DSignSGD(η, B, N) (black); breaking it (red) does not", NOTE, columns=2)
@@ -176,7 +177,8 @@ NOTE = ("Training loss on a fixed training subset. Gaussian gradient noise is in
 
 @figure("fig4", CLAIM)
 def run(out: Path, preset: str = "quick", seed: int = 0, progress: bool = False,
-        distributed: bool = False, jobs: int = 1) -> FigureOutcome:
+        distributed: bool = False, jobs: int = 1,
+        executor: Executor | str | None = None) -> FigureOutcome:
     """Reproduce figure 4 with the ``quick`` or ``full`` preset."""
     return reproduce(PRESETS[preset], out, seed=seed, progress=progress,
-                     distributed=distributed, jobs=jobs)
+                     distributed=distributed, jobs=jobs, executor=executor)

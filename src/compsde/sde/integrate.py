@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time as _time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,12 +21,23 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .._checks import check_float, check_int, check_positive
+from ..chunks import (
+    DEFAULT_MEMORY_BUDGET,
+    Chunk,
+    ChunkResult,
+    assemble,
+    check_memory,
+    chunk_generator,
+    chunk_layout,
+    run_chunks,
+)
+from ..executors import Executor, LocalExecutor
+from ..executors import resolve as resolve_executor
 from ..landscapes import Landscape
 from ..methods import Method
 from ..noise import NoiseLaw
 from ..problem import Problem, resolve_dtype
 from ..recording import LossRecorder, RunResult, record_schedule
-from ..simulation import DEFAULT_MEMORY_BUDGET, chunk_sizes
 from .diffusion import Covariance, DiagonalCov, FactorCov
 from .models import SDEModel, sde_model
 
@@ -134,13 +146,23 @@ class NormalStream:
         return out
 
 
+@dataclass(frozen=True)
+class FullModel:
+    """Builds the method's full SDE (:func:`~compsde.sde.models.sde_model`); picklable."""
+
+    moments: str = "auto"
+    samples: int = 32
+    stability: bool = False
+
+    def __call__(self, problem: Problem, generator: torch.Generator) -> SDEModel:
+        return sde_model(problem, moments=self.moments, samples=self.samples,
+                         generator=generator, stability=self.stability)
+
+
 def default_builder(moments: str = "auto", samples: int = 32,
                     stability: bool = False) -> ModelBuilder:
     """A builder of the method's full SDE (:func:`~compsde.sde.models.sde_model`)."""
-    def build(problem: Problem, generator: torch.Generator) -> SDEModel:
-        return sde_model(problem, moments=moments, samples=samples, generator=generator,
-                         stability=stability)
-    return build
+    return FullModel(moments, samples, stability)
 
 
 def simulate_sde(
@@ -168,6 +190,7 @@ def simulate_sde(
     samples: int = 32,
     model: ModelBuilder | None = None,
     record_mean_x: bool = False,
+    executor: Executor | str | None = None,
 ) -> RunResult:
     """Integrate the SDE of a method over ``runs`` paths; same records as ``simulate``.
 
@@ -176,7 +199,10 @@ def simulate_sde(
     step, at most ``lr``. ``moments``/``samples``/``stability`` choose the model
     (:func:`~compsde.sde.models.sde_model`); ``model`` replaces it with any builder
     ``(problem, generator) -> SDEModel`` (e.g. the phase models). ``record_mean_x`` adds the
-    mean state over live runs at each record as ``extra["x_mean"]`` (records, d).
+    mean state over live runs at each record as ``extra["x_mean"]`` (records, d). Paths are
+    cut into chunks seeded from ``(seed, chunk)`` as in ``simulate``: the result is bitwise the
+    same for every ``executor`` and ``memory_budget``; builders must be picklable for
+    ``processes:N`` (module-level classes such as :class:`FullModel`).
     """
     problem = Problem(method, landscape, noise, lr=lr, agents=agents, batch=batch, x0=x0,
                       lr_schedule=lr_schedule)
@@ -197,31 +223,28 @@ def simulate_sde(
     dtype = resolve_dtype(dtype)
     device = torch.device(device)
 
-    generator = torch.Generator(device=device).manual_seed(seed)             # Brownian paths
-    model_generator = torch.Generator(device=device).manual_seed(seed + 7919)  # MC moments
+    chosen = resolve_executor(executor)
+    problem.check_runs(runs)
     builder = model if model is not None else default_builder(moments, samples, stability)
-    sde = builder(problem, model_generator)
+    # one model on the driver: validates the pair and describes the model before any work
+    sde = builder(problem, chunk_generator(seed, 0, device, stream=1))
 
     d, n = problem.dim, problem.agents
     itemsize = torch.empty((), dtype=dtype).element_size()
     per_point = getattr(sde.moments, "samples_per_evaluation", 1)
-    per_run = (8 + 2 * n * per_point) * d
-    chunks = chunk_sizes(runs, per_run * itemsize, memory_budget)
+    chunks = chunk_layout(runs, (n * per_point + 1) * d)
+    # per path: state, drift, covariance and normals (~8 d) plus the Monte-Carlo moments'
+    # noise draws, messages and centred factor (~4 per draw) where the model samples them
+    check_memory(chunks, (8 + 4 * n * per_point) * d * itemsize, memory_budget,
+                 f"the SDE of {problem.method.spec} on {problem.landscape.spec} with {n} "
+                 f"agent(s) in {str(dtype).removeprefix('torch.')}")
     marks = record_schedule(steps, record_every)
-    recorder = LossRecorder(marks, runs, threshold)
-    x_sum = np.zeros((len(marks), d)) if record_mean_x else None
-    finals = []
+    job = SDEJob(problem, builder, steps, substeps, marks, threshold, seed, dtype, device,
+                 record_mean_x, progress, keep_device=isinstance(chosen, LocalExecutor))
     started = _time.perf_counter()
-    normals = NormalStream(generator, dtype, device)
-    bar = tqdm(total=steps * len(chunks), disable=not progress, unit="step",
-               desc=f"sde {problem.method.spec}", leave=False)
-    first = 0
-    for size in chunks:
-        rows = slice(first, first + size)
-        finals.append(_run_chunk(problem, sde, size, steps, substeps, marks, recorder, rows,
-                                 normals, dtype, device, bar, x_sum))
-        first += size
-    bar.close()
+    results = run_chunks(job, chunks, chosen, progress=progress,
+                         desc=f"sde {problem.method.spec}")
+    losses, final_x = assemble(results, len(marks), runs)
     lr_sum = np.cumsum([0.0] + [problem.step_size(k) for k in range(steps)])
     config = problem.describe() | {
         "steps": steps, "runs": runs, "seed": seed, "dtype": str(dtype).removeprefix("torch."),
@@ -229,42 +252,73 @@ def simulate_sde(
         "dt": problem.lr / substeps, "substeps": substeps, **sde.describe(),
     }
     extra: dict = {"seconds": _time.perf_counter() - started}
-    if x_sum is not None:
-        alive = np.isfinite(recorder.losses).sum(axis=1)
+    if record_mean_x:
+        x_sum = np.sum([r.x_sum for r in results], axis=0)
+        alive = np.isfinite(losses).sum(axis=1)
         extra["x_mean"] = x_sum / np.maximum(alive, 1)[:, None]
-    return RunResult(steps=marks, time=lr_sum[marks], losses=recorder.losses, config=config,
-                     final_x=torch.cat(finals), extra=extra)
+    return RunResult(steps=marks, time=lr_sum[marks], losses=losses, config=config,
+                     final_x=final_x, extra=extra)
 
 
-def _run_chunk(problem: Problem, sde: SDEModel, runs: int, steps: int, substeps: int,
-               marks: np.ndarray, recorder: LossRecorder, rows: slice, normals: NormalStream,
-               dtype: torch.dtype, device: torch.device, bar: tqdm,
-               x_sum: np.ndarray | None) -> Tensor:
-    x = problem.start(runs, dtype, device)
-    next_mark = 0
-    checked = False
-    for k in range(steps + 1):
-        if k == marks[next_mark]:
-            alive = recorder.record(next_mark, rows, problem.loss(x))
-            if not bool(alive.all()):
-                x[~alive] = 0.0  # frozen: a diverged run is out of the statistics
-            if x_sum is not None:
-                x_sum[next_mark] += (x * alive.unsqueeze(-1)).sum(0).to("cpu",
-                                                                        torch.float64).numpy()
-            next_mark += 1
-        if k == steps:
-            break
-        lr_k = problem.step_size(k)
-        h = lr_k / substeps
-        noise_std = math.sqrt(h * sde.noise_scale(lr_k))
-        for _ in range(substeps):
-            drift, cov = sde.evaluate(x, lr_k)
-            if not checked:
-                if drift.shape != x.shape:
-                    raise ValueError(f"the model's drift has shape {tuple(drift.shape)}, "
-                                     f"expected {tuple(x.shape)}")
-                checked = True
-            z = normals.draw((runs, cov.noise_dim))
-            cov.add_noise_(x.add_(drift, alpha=h), z, noise_std)
-        bar.update(1)
-    return x
+@dataclass(frozen=True)
+class SDEJob:
+    """Integrates a list of chunks (picklable: one task of an executor). Chunk ``c`` draws its
+    Brownian increments from ``(seed, c, 0)`` and builds its model (Monte-Carlo moments) with
+    a generator from ``(seed, c, 1)``."""
+
+    problem: Problem
+    builder: ModelBuilder
+    steps: int
+    substeps: int
+    marks: np.ndarray
+    threshold: float
+    seed: int
+    dtype: torch.dtype
+    device: torch.device
+    record_mean_x: bool = False
+    progress: bool = False
+    keep_device: bool = True
+
+    def __call__(self, chunks: list[Chunk]) -> list[ChunkResult]:
+        bar = tqdm(total=self.steps * len(chunks),
+                   disable=not (self.progress and self.keep_device), unit="step",
+                   desc=f"sde {self.problem.method.spec}", leave=False)
+        with bar:
+            return [self._chunk(chunk, bar) for chunk in chunks]
+
+    def _chunk(self, chunk: Chunk, bar: tqdm) -> ChunkResult:
+        problem, steps, marks, substeps = self.problem, self.steps, self.marks, self.substeps
+        sde = self.builder(problem, chunk_generator(self.seed, chunk.index, self.device, 1))
+        normals = NormalStream(chunk_generator(self.seed, chunk.index, self.device, 0),
+                               self.dtype, self.device)
+        recorder = LossRecorder(marks, chunk.size, self.threshold)
+        every = slice(0, chunk.size)
+        x_sum = np.zeros((len(marks), problem.dim)) if self.record_mean_x else None
+        x = problem.start(chunk.size, self.dtype, self.device, rows=chunk.rows)
+        next_mark = 0
+        checked = False
+        for k in range(steps + 1):
+            if k == marks[next_mark]:
+                alive = recorder.record(next_mark, every, problem.loss(x))
+                if not bool(alive.all()):
+                    x[~alive] = 0.0  # frozen: a diverged run is out of the statistics
+                if x_sum is not None:
+                    x_sum[next_mark] += (x * alive.unsqueeze(-1)).sum(0).to(
+                        "cpu", torch.float64).numpy()
+                next_mark += 1
+            if k == steps:
+                break
+            lr_k = problem.step_size(k)
+            h = lr_k / substeps
+            noise_std = math.sqrt(h * sde.noise_scale(lr_k))
+            for _ in range(substeps):
+                drift, cov = sde.evaluate(x, lr_k)
+                if not checked:
+                    if drift.shape != x.shape:
+                        raise ValueError(f"the model's drift has shape {tuple(drift.shape)}, "
+                                         f"expected {tuple(x.shape)}")
+                    checked = True
+                z = normals.draw((chunk.size, cov.noise_dim))
+                cov.add_noise_(x.add_(drift, alpha=h), z, noise_std)
+            bar.update(1)
+        return ChunkResult(chunk, recorder.losses, x if self.keep_device else x.cpu(), x_sum)

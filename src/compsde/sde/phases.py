@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -202,17 +203,24 @@ class Phase3Model(SDEModel):
                 "moments": f"Phase-3 linearised SDE, ell={self.ell:.6g}"}
 
 
+@dataclass(frozen=True)
+class PhaseBuilder:
+    """Builds one of DSignSGD's phase models for a problem (picklable)."""
+
+    kind: str
+    low: float = THRESHOLDS[0]
+    high: float = THRESHOLDS[1]
+
+    def __call__(self, problem: Problem, generator: Any = None) -> SDEModel:
+        if self.kind == "phase1":
+            return Phase1Model(problem)
+        if self.kind == "phase3":
+            return Phase3Model(problem)
+        return Phase2BoundModel(problem, self.kind.removeprefix("phase2-"), self.low, self.high)
+
+
 def phase_builder(kind: str, low: float = THRESHOLDS[0],
                   high: float = THRESHOLDS[1]) -> Callable[[Problem, Any], SDEModel]:
     """A model builder for :func:`~compsde.sde.integrate.simulate_sde`: ``"phase1"``,
     ``"phase2-slow"``, ``"phase2-fast"`` or ``"phase3"``."""
-    kind = check_choice("model", kind, PHASE_MODELS)
-
-    def build(problem: Problem, generator: Any = None) -> SDEModel:
-        if kind == "phase1":
-            return Phase1Model(problem)
-        if kind == "phase3":
-            return Phase3Model(problem)
-        return Phase2BoundModel(problem, kind.removeprefix("phase2-"), low, high)
-
-    return build
+    return PhaseBuilder(check_choice("model", kind, PHASE_MODELS), low, high)

@@ -22,6 +22,7 @@ import numpy as np
 from scipy.linalg import expm
 
 from .._checks import check_choice
+from ..landscapes import check_dense
 from ._laws import cdf, ell
 from .model import QuadraticModel
 
@@ -110,7 +111,8 @@ def loss_curve(model: QuadraticModel, steps: int | np.ndarray, kind: str = "disc
 def _moment_operator(model: QuadraticModel, kind: str) -> tuple[np.ndarray, np.ndarray]:
     """vec(M) ↦ linear map and constant of the second-moment dynamics for any symmetric H."""
     d, eta, n = model.dim, model.lr, model.agents
-    h = model.hessian
+    check_dense("the second-moment operator of a full H (acting on vec(E xxᵀ))", d * d)
+    h = model.matrix
     eye = np.eye(d)
     var = model.variances                      # (N, d)
     w, c = model.omegas, model.offdiag
@@ -141,7 +143,7 @@ def moment_curve(model: QuadraticModel, steps: int | np.ndarray,
     op, const = _moment_operator(model, kind)
     vec0 = np.outer(model.x0, model.x0).reshape(-1)
     out = np.empty(steps.size)
-    hvec = model.hessian.reshape(-1)
+    hvec = model.matrix.reshape(-1)
     if kind == "discrete":
         order = np.argsort(steps)
         vec, done = vec0.copy(), 0

@@ -56,11 +56,14 @@ class QuadraticModel:
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
         h = np.asarray(self.hessian, dtype=np.float64)
-        if h.ndim == 1:
-            h = np.diag(h)
-        if h.ndim != 2 or h.shape[0] != h.shape[1] or not np.allclose(h, h.T):
+        if h.ndim == 2 and h.shape[0] == h.shape[1] and not np.any(h - np.diag(np.diag(h))):
+            h = np.diag(h).copy()              # a diagonal H is kept as its eigenvalues, O(d)
+        if not ((h.ndim == 1 and h.size > 0) or (h.ndim == 2 and h.shape[0] == h.shape[1]
+                                                  and np.allclose(h, h.T))):
             raise ValueError(f"hessian must be a symmetric (d, d) matrix or a length-d vector "
                              f"of eigenvalues, got shape {h.shape}")
+        if not np.all(np.isfinite(h)):
+            raise ValueError("hessian must be finite")
         d = h.shape[0]
         scales = np.asarray(self.scales, dtype=np.float64)
         if scales.ndim == 0:
@@ -100,12 +103,23 @@ class QuadraticModel:
 
     @property
     def diagonal(self) -> bool:
-        return bool(np.count_nonzero(self.hessian - np.diag(np.diag(self.hessian))) == 0)
+        """True when H is diagonal; ``hessian`` then holds its diagonal only (length d)."""
+        return self.hessian.ndim == 1
 
     @property
     def eigenvalues(self) -> np.ndarray:
         """λ_j: the diagonal of H when H is diagonal, else its eigenvalues (ascending)."""
-        return np.diag(self.hessian).copy() if self.diagonal else np.linalg.eigvalsh(self.hessian)
+        return self.hessian.copy() if self.diagonal else np.linalg.eigvalsh(self.hessian)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """H as a dense (d, d) array (refused past ``landscapes.DENSE_BUDGET`` bytes)."""
+        if not self.diagonal:
+            return self.hessian
+        from ..landscapes import check_dense
+
+        check_dense("H of this quadratic model", self.dim)
+        return np.diag(self.hessian)
 
     @property
     def variances(self) -> np.ndarray:
@@ -122,6 +136,8 @@ class QuadraticModel:
         return float(self.omegas.mean())
 
     def initial_loss(self) -> float:
+        if self.diagonal:
+            return float(0.5 * np.sum(self.hessian * self.x0**2))
         return float(0.5 * self.x0 @ self.hessian @ self.x0)
 
     def replace(self, **changes: Any) -> QuadraticModel:
@@ -145,7 +161,7 @@ class QuadraticModel:
         import torch
 
         d = land.dim
-        hessian = land.hessian(torch.zeros(d, dtype=torch.float64)).numpy()
+        hessian = (land.eigenvalues if land.diagonal else land.matrix).numpy()  # O(d) if diagonal
         scales = problem.noise.scales(problem.agents, d, problem.batch).numpy()
         nu = problem.noise.nu if isinstance(problem.noise, StudentT) else None
         x0_arr = problem.start(1, torch.float64, "cpu")[0].numpy()

@@ -54,7 +54,7 @@ def stationary_loss(model: QuadraticModel, kind: str = "discrete") -> float:
         if not stable:
             return math.inf
         vec = np.linalg.solve(system, const)
-        return float(0.5 * model.hessian.reshape(-1) @ vec)
+        return float(0.5 * model.matrix.reshape(-1) @ vec)
     return float(0.5 * np.sum(model.eigenvalues * stationary_moments(model, kind)))
 
 
