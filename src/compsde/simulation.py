@@ -9,27 +9,54 @@ from __future__ import annotations
 
 import time as _time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from ._checks import check_float, check_int
+from ._checks import check_device, check_float, check_int
 from .landscapes import Landscape
 from .methods import Method
 from .noise import NoiseLaw
 from .problem import Problem, resolve_dtype
+from .progress import progress_bar
 from .recording import LossRecorder, RunResult, record_schedule
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of per-step working set; decides the run chunks
 
 
+def format_bytes(count: float) -> str:
+    """``1536`` → ``'1.5 KiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if count < 1024 or unit == "PiB":
+            return f"{count:.3g} {unit}"
+        count /= 1024
+    return f"{count:.3g} PiB"
+
+
 def chunk_sizes(runs: int, per_run_bytes: int, memory_budget: int) -> list[int]:
-    """Split ``runs`` into chunks whose working set fits ``memory_budget`` bytes."""
+    """Split ``runs`` into chunks whose working set fits ``memory_budget`` bytes.
+
+    Refuses (``ValueError``) when one run alone needs more than the budget: no chunking can
+    make it fit, and starting it would end in an allocation error.
+    """
+    if per_run_bytes > memory_budget:
+        raise ValueError(f"memory_budget of {format_bytes(memory_budget)} is too small: one "
+                         f"run needs {format_bytes(per_run_bytes)} of working memory per step "
+                         f"(it grows with agents × d); lower agents or the landscape's d, or "
+                         f"raise memory_budget")
     per_chunk = max(1, memory_budget // max(per_run_bytes, 1))
     full, rest = divmod(runs, per_chunk)
     return [per_chunk] * full + ([rest] if rest else [])
+
+
+def check_kept_bytes(count: int, what: str, memory_budget: int) -> None:
+    """Refuse results that would not fit ``memory_budget`` bytes (before allocating them)."""
+    if count > memory_budget:
+        raise ValueError(f"memory_budget of {format_bytes(memory_budget)} is too small: "
+                         f"{what} need {format_bytes(count)}; lower runs or d, or raise "
+                         f"memory_budget")
 
 
 def simulate(
@@ -61,25 +88,27 @@ def simulate(
     """
     problem = Problem(method, landscape, noise, lr=lr, agents=agents, batch=batch, x0=x0,
                       lr_schedule=lr_schedule)
-    steps = check_int("steps", steps, minimum=1)
-    runs = check_int("runs", runs, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
-    record_every = check_int("record_every", record_every, minimum=1)
-    threshold = check_float("diverge_threshold", diverge_threshold, low=0, low_open=True)
-    memory_budget = check_int("memory_budget", memory_budget, minimum=1)
+    steps = check_int("steps", steps, minimum=1, text=False)
+    runs = check_int("runs", runs, minimum=1, text=False)
+    seed = check_int("seed", seed, minimum=0, text=False)
+    record_every = check_int("record_every", record_every, minimum=1, text=False)
+    threshold = check_float("diverge_threshold", diverge_threshold, low=0, low_open=True,
+                            text=False)
+    memory_budget = check_int("memory_budget", memory_budget, minimum=1, text=False)
     dtype = resolve_dtype(dtype)
-    device = torch.device(device)
+    device = check_device(device)
 
     d, n = problem.dim, problem.agents
     itemsize = torch.empty((), dtype=dtype).element_size()
     chunks = chunk_sizes(runs, 4 * n * d * itemsize, memory_budget)
-    marks = record_schedule(steps, record_every)
+    check_kept_bytes(runs * d * itemsize, "the final iterates (runs × d)", memory_budget)
+    marks = record_schedule(steps, record_every, runs=runs, memory_budget=memory_budget)
     recorder = LossRecorder(marks, runs, threshold)
     generator = torch.Generator(device=device).manual_seed(seed)
     finals = []
     started = _time.perf_counter()
-    bar = tqdm(total=steps * len(chunks), disable=not progress, unit="step",
-               desc=f"simulate {problem.method.spec}", leave=False)
+    bar = progress_bar(steps * len(chunks), enabled=progress, unit="step",
+                       desc=f"simulate {problem.method.spec}")
     first = 0
     for size in chunks:
         rows = slice(first, first + size)
@@ -89,7 +118,8 @@ def simulate(
     bar.close()
     config = problem.describe() | {
         "steps": steps, "runs": runs, "seed": seed, "dtype": str(dtype).removeprefix("torch."),
-        "record_every": record_every, "diverge_threshold": threshold, "kind": "simulation",
+        "record_every": record_every, "diverge_threshold": threshold,
+        "memory_budget": memory_budget, "device": str(device), "kind": "simulation",
     }
     times = np.array([sum(problem.step_size(k) for k in range(s)) for s in marks]) \
         if problem.lr_schedule != "constant" else marks * problem.lr
@@ -100,7 +130,7 @@ def simulate(
 
 def _run_chunk(problem: Problem, runs: int, steps: int, marks: np.ndarray,
                recorder: LossRecorder, rows: slice, generator: torch.Generator,
-               dtype: torch.dtype, device: torch.device, bar: tqdm) -> Tensor:
+               dtype: torch.dtype, device: torch.device, bar: Any) -> Tensor:
     landscape, law, method = problem.landscape, problem.noise, problem.method
     n, d = problem.agents, problem.dim
     x = problem.start(runs, dtype, device)

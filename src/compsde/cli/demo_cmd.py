@@ -11,24 +11,34 @@ from pathlib import Path
 import click
 import matplotlib.pyplot as plt
 
-from ..io import save_figure, write_json
+from .._checks import check_int
+from ..io import save_figure, versions, write_json
 from ..plotting import draw_loss
 from ..simulation import simulate
+from .common import prepare_out
 
 METHODS = ("dsgd", "dcsgd:randk:ratio=0.25", "dsignsgd")
 NOISES = ("gaussian:scale=1", "student-t:nu=1,scale=1")
 
 
 @click.command("demo")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("results/demo"), show_default=True)
-@click.option("--runs", type=int, default=200, show_default=True)
-@click.option("--steps", type=int, default=3000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path),
+              default=Path("results/demo"), show_default=True,
+              help="folder for result.json and demo.png; checked before the runs")
+@click.option("--runs", type=int, default=200, show_default=True,
+              help="Monte-Carlo runs R of every method and noise (at least 2)")
+@click.option("--steps", type=int, default=3000, show_default=True,
+              help="iterations k of every run")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="seed of the random generator; same seed, same table")
 def demo_command(out: Path, runs: int, steps: int, seed: int) -> None:
     """DSGD vs DCSGD (Rand-k) vs DSignSGD under Gaussian and Cauchy noise, with a verdict."""
-    common = dict(landscape="quadratic:d=8", lr=0.01, agents=4, steps=steps, runs=runs,
-                  seed=seed, record_every=max(1, steps // 150), dtype="float64")
+    check_int("--runs", runs, minimum=2)
+    check_int("--steps", steps, minimum=1)
+    check_int("--seed", seed, minimum=0)
+    prepare_out(out)
+    common = dict(landscape="quadratic:d=8", lr=0.01, agents=4, batch=1, steps=steps,
+                  runs=runs, seed=seed, record_every=max(1, steps // 150), dtype="float64")
     results = {(m, n): simulate(m, noise=n, **common) for n in NOISES for m in METHODS}
     rows = []
     click.echo(f"{'noise':<24}{'method':<26}{'final loss':>12}{'diverged':>10}")
@@ -76,5 +86,6 @@ def demo_command(out: Path, runs: int, steps: int, seed: int) -> None:
     plt.close(fig)
     path = write_json(out / "result.json", {"rows": rows, "checks": checks, "verdict": verdict,
                                             "config": common | {"methods": METHODS,
-                                                                "noises": NOISES}})
+                                                                "noises": NOISES},
+                                            "versions": versions()})
     click.echo(f"wrote {path} and {png}")

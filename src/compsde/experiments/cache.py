@@ -128,7 +128,7 @@ def run_sweep(configs: Sequence[Mapping[str, Any]],
     must then be picklable (a module-level function or a ``functools.partial`` of one). Results
     come back in config order either way; ``on_done`` sees runs in the order they finish.
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     jobs = check_int("jobs", jobs, minimum=1)
     outcome = SweepOutcome(results=[{}] * len(configs))
@@ -136,7 +136,7 @@ def run_sweep(configs: Sequence[Mapping[str, Any]],
     if len(set(keys)) != len(keys):
         raise ValueError("configs must be distinct (two configs of the sweep hash to the same "
                          "key)")
-    with tqdm(total=len(configs), desc=desc, disable=not progress, leave=False) as bar:
+    with progress_bar(len(configs), desc=desc, enabled=progress, unit="run") as bar:
 
         def finish(index: int, result: dict[str, Any], cached: bool) -> None:
             (outcome.loaded if cached else outcome.computed).append(index)

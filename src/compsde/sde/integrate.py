@@ -13,17 +13,18 @@ from __future__ import annotations
 import math
 import time as _time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from .._checks import check_float, check_int, check_positive
+from .._checks import check_device, check_float, check_int, check_positive
 from ..landscapes import Landscape
 from ..methods import Method
 from ..noise import NoiseLaw
 from ..problem import Problem, resolve_dtype
+from ..progress import progress_bar
 from ..recording import LossRecorder, RunResult, record_schedule
 from ..simulation import DEFAULT_MEMORY_BUDGET, chunk_sizes
 from .diffusion import Covariance, DiagonalCov, FactorCov
@@ -180,22 +181,23 @@ def simulate_sde(
     """
     problem = Problem(method, landscape, noise, lr=lr, agents=agents, batch=batch, x0=x0,
                       lr_schedule=lr_schedule)
-    steps = check_int("steps", steps, minimum=1)
-    runs = check_int("runs", runs, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
-    record_every = check_int("record_every", record_every, minimum=1)
-    threshold = check_float("diverge_threshold", diverge_threshold, low=0, low_open=True)
-    memory_budget = check_int("memory_budget", memory_budget, minimum=1)
-    samples = check_int("samples", samples, minimum=2)
+    steps = check_int("steps", steps, minimum=1, text=False)
+    runs = check_int("runs", runs, minimum=1, text=False)
+    seed = check_int("seed", seed, minimum=0, text=False)
+    record_every = check_int("record_every", record_every, minimum=1, text=False)
+    threshold = check_float("diverge_threshold", diverge_threshold, low=0, low_open=True,
+                            text=False)
+    memory_budget = check_int("memory_budget", memory_budget, minimum=1, text=False)
+    samples = check_int("samples", samples, minimum=2, text=False)
     if dt is None:
         dt = problem.lr
-    dt = check_positive("dt", dt)
+    dt = check_positive("dt", dt, text=False)
     if dt > problem.lr * (1 + 1e-12):
         raise ValueError(f"dt must be in (0, lr] = (0, {problem.lr:g}], got {dt:g}: the SDE "
                          f"takes ceil(lr/dt) Euler–Maruyama steps per iteration")
     substeps = max(1, math.ceil(problem.lr / dt - 1e-9))
     dtype = resolve_dtype(dtype)
-    device = torch.device(device)
+    device = check_device(device)
 
     generator = torch.Generator(device=device).manual_seed(seed)             # Brownian paths
     model_generator = torch.Generator(device=device).manual_seed(seed + 7919)  # MC moments
@@ -207,14 +209,14 @@ def simulate_sde(
     per_point = getattr(sde.moments, "samples_per_evaluation", 1)
     per_run = (8 + 2 * n * per_point) * d
     chunks = chunk_sizes(runs, per_run * itemsize, memory_budget)
-    marks = record_schedule(steps, record_every)
+    marks = record_schedule(steps, record_every, runs=runs, memory_budget=memory_budget)
     recorder = LossRecorder(marks, runs, threshold)
     x_sum = np.zeros((len(marks), d)) if record_mean_x else None
     finals = []
     started = _time.perf_counter()
     normals = NormalStream(generator, dtype, device)
-    bar = tqdm(total=steps * len(chunks), disable=not progress, unit="step",
-               desc=f"sde {problem.method.spec}", leave=False)
+    bar = progress_bar(steps * len(chunks), enabled=progress, unit="step",
+                       desc=f"sde {problem.method.spec}")
     first = 0
     for size in chunks:
         rows = slice(first, first + size)
@@ -225,7 +227,8 @@ def simulate_sde(
     lr_sum = np.cumsum([0.0] + [problem.step_size(k) for k in range(steps)])
     config = problem.describe() | {
         "steps": steps, "runs": runs, "seed": seed, "dtype": str(dtype).removeprefix("torch."),
-        "record_every": record_every, "diverge_threshold": threshold, "kind": "sde",
+        "record_every": record_every, "diverge_threshold": threshold,
+        "memory_budget": memory_budget, "device": str(device), "kind": "sde",
         "dt": problem.lr / substeps, "substeps": substeps, **sde.describe(),
     }
     extra: dict = {"seconds": _time.perf_counter() - started}
@@ -238,7 +241,7 @@ def simulate_sde(
 
 def _run_chunk(problem: Problem, sde: SDEModel, runs: int, steps: int, substeps: int,
                marks: np.ndarray, recorder: LossRecorder, rows: slice, normals: NormalStream,
-               dtype: torch.dtype, device: torch.device, bar: tqdm,
+               dtype: torch.dtype, device: torch.device, bar: Any,
                x_sum: np.ndarray | None) -> Tensor:
     x = problem.start(runs, dtype, device)
     next_mark = 0
