@@ -118,19 +118,19 @@ class RunResult:
 
 
 def record_schedule(steps: int, record_every: int, *, runs: int = 1,
-                    memory_budget: int | None = None) -> np.ndarray:
+                    limit: int | None = None) -> np.ndarray:
     """Steps 0, r, 2r, … and always the last step.
 
-    With ``memory_budget``, refuses (``ValueError``) a schedule whose per-run losses
+    With ``limit`` (bytes), refuses (``ValueError``) a schedule whose per-run losses
     (records × runs float64) would not fit it, before allocating anything.
     """
     records = steps // record_every + 2
-    if memory_budget is not None and records * runs * 8 > memory_budget:
-        wanted = -(-steps * runs * 8 // memory_budget)
+    if limit is not None and records * runs * 8 > limit:
+        wanted = -(-steps * runs * 8 // limit)
         raise ValueError(f"record_every must be at least {wanted} for {steps} steps of {runs} "
                          f"runs: recording every {record_every} step(s) keeps "
-                         f"{records * runs * 8 / 2**30:.3g} GiB of losses, more than the "
-                         f"memory_budget of {memory_budget / 2**30:.3g} GiB")
+                         f"{records * runs * 8 / 2**30:.3g} GiB of losses, more than half "
+                         f"this machine's memory ({limit / 2**30:.3g} GiB)")
     marks = np.arange(0, steps + 1, record_every)
     if marks[-1] != steps:
         marks = np.append(marks, steps)

@@ -7,6 +7,7 @@ processed in chunks so that the working set stays under a memory budget.
 
 from __future__ import annotations
 
+import os
 import time as _time
 from collections.abc import Sequence
 from typing import Any
@@ -51,12 +52,21 @@ def chunk_sizes(runs: int, per_run_bytes: int, memory_budget: int) -> list[int]:
     return [per_chunk] * full + ([rest] if rest else [])
 
 
-def check_kept_bytes(count: int, what: str, memory_budget: int) -> None:
-    """Refuse results that would not fit ``memory_budget`` bytes (before allocating them)."""
-    if count > memory_budget:
-        raise ValueError(f"memory_budget of {format_bytes(memory_budget)} is too small: "
-                         f"{what} need {format_bytes(count)}; lower runs or d, or raise "
-                         f"memory_budget")
+def kept_limit() -> int:
+    """Bytes the kept results (per-run losses, final iterates) may take: half the machine's
+    physical memory (they stay in memory for the whole run, beside the working set)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (AttributeError, ValueError, OSError):
+        return 1 << 34
+
+
+def check_kept_bytes(count: int, what: str, limit: int) -> None:
+    """Refuse results that would not fit ``limit`` bytes (before allocating them)."""
+    if count > limit:
+        raise ValueError(f"runs are too many for this machine: {what} need "
+                         f"{format_bytes(count)}, more than half its memory "
+                         f"({format_bytes(limit)}); lower runs or d")
 
 
 def simulate(
@@ -101,8 +111,8 @@ def simulate(
     d, n = problem.dim, problem.agents
     itemsize = torch.empty((), dtype=dtype).element_size()
     chunks = chunk_sizes(runs, 4 * n * d * itemsize, memory_budget)
-    check_kept_bytes(runs * d * itemsize, "the final iterates (runs × d)", memory_budget)
-    marks = record_schedule(steps, record_every, runs=runs, memory_budget=memory_budget)
+    check_kept_bytes(runs * d * itemsize, "the final iterates (runs × d)", kept_limit())
+    marks = record_schedule(steps, record_every, runs=runs, limit=kept_limit())
     recorder = LossRecorder(marks, runs, threshold)
     generator = torch.Generator(device=device).manual_seed(seed)
     finals = []

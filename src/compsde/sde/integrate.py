@@ -26,7 +26,7 @@ from ..noise import NoiseLaw
 from ..problem import Problem, resolve_dtype
 from ..progress import progress_bar
 from ..recording import LossRecorder, RunResult, record_schedule
-from ..simulation import DEFAULT_MEMORY_BUDGET, chunk_sizes
+from ..simulation import DEFAULT_MEMORY_BUDGET, chunk_sizes, kept_limit
 from .diffusion import Covariance, DiagonalCov, FactorCov
 from .models import SDEModel, sde_model
 
@@ -209,7 +209,7 @@ def simulate_sde(
     per_point = getattr(sde.moments, "samples_per_evaluation", 1)
     per_run = (8 + 2 * n * per_point) * d
     chunks = chunk_sizes(runs, per_run * itemsize, memory_budget)
-    marks = record_schedule(steps, record_every, runs=runs, memory_budget=memory_budget)
+    marks = record_schedule(steps, record_every, runs=runs, limit=kept_limit())
     recorder = LossRecorder(marks, runs, threshold)
     x_sum = np.zeros((len(marks), d)) if record_mean_x else None
     finals = []
