@@ -24,7 +24,7 @@ def spans_decades(values: np.ndarray, decades: float = 1.5) -> bool:
 
 
 METHOD_NAMES = {"dsgd": "DSGD", "dcsgd": "DCSGD", "dsignsgd": "DSignSGD"}
-TITLE_WIDTH = 62  # characters per title line at the default figure width
+TITLE_WIDTH = 76  # characters per title line (fontsize 10) at the default figure width
 
 
 def readable_spec(spec: str) -> str:
@@ -40,14 +40,15 @@ def readable_spec(spec: str) -> str:
 
 
 def run_title(kind: str, config: Mapping[str, Any]) -> str:
-    """A wrapped title naming method, landscape, noise, η, N, B and the number of runs."""
-    first = f"{readable_spec(config['method'])}: {kind}, {config['runs']} runs"
-    second = (f"landscape {readable_spec(config['landscape'])}; noise "
-              f"{readable_spec(config['noise'])}; η = {config['lr']:g}"
-              + (f" ({config['lr_schedule']})" if config.get("lr_schedule", "constant")
-                 != "constant" else "")
-              + f", N = {config['agents']} agents, B = {config['batch']}")
-    return "\n".join(textwrap.wrap(first, TITLE_WIDTH) + textwrap.wrap(second, TITLE_WIDTH))
+    """A title of short lines: method, kind and runs; landscape and noise; η, N and B."""
+    schedule = config.get("lr_schedule", "constant")
+    lines = [f"{readable_spec(config['method'])}: {kind}, {config['runs']} runs",
+             f"landscape {readable_spec(config['landscape'])}; noise "
+             f"{readable_spec(config['noise'])}",
+             f"η = {config['lr']:g}" + (f" ({schedule})" if schedule != "constant" else "")
+             + f", N = {config['agents']} agents, B = {config['batch']}"]
+    return "\n".join(part for line in lines
+                     for part in textwrap.wrap(line, TITLE_WIDTH, break_long_words=False))
 
 
 def draw_loss(ax: plt.Axes, result: RunResult, label: str, color: str | None = None,
@@ -77,8 +78,8 @@ def plot_losses(results: Sequence[tuple[str, RunResult]], path: str | Path, titl
     minimum = [r.config.get("f_star") for _, r in results]
     known = all(m is not None for m in minimum) if minimum else True
     runs = sorted({r.runs for _, r in results})
-    ax.set_ylabel(f"loss {'f(x) − f*' if known else 'f(x)'}  (mean and 5–95 % band over "
-                  f"{', '.join(map(str, runs))} runs)")
+    ax.set_ylabel(f"{'f(x) − f*' if known else 'f(x)'}: mean and 5–95 % band")
+    ax.plot([], [], " ", label=f"over {', '.join(map(str, runs))} runs")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

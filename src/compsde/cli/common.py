@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .._checks import check_out_dir
+from .._checks import check_device, check_out_dir
 
 EXIT_USAGE = 2
 _LEADING_NAME = re.compile(r"^([a-z][a-z0-9_-]*[a-z0-9])(?=[\s:'\"(,]|$)")
@@ -66,6 +66,8 @@ def run_cli(group: click.Group, argv: list[str] | None) -> int:
             code = group.main(args=args, prog_name="compsde", standalone_mode=False)
     except click.exceptions.Exit as done:
         return int(done.exit_code)
+    except SystemExit as done:                      # train forwards its trainer's exit code
+        return done.code if isinstance(done.code, int) else int(done.code is not None)
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
         return 130
@@ -85,6 +87,11 @@ def run_cli(group: click.Group, argv: list[str] | None) -> int:
 def prepare_out(out: Path) -> Path:
     """Check before any work that ``--out`` can be created and written (ValueError naming it)."""
     return check_out_dir(out, "--out")
+
+
+def _device_flag(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    check_device(value, "--device")
+    return value
 
 
 def parse_x0(text: str) -> float | list[float]:
@@ -135,7 +142,8 @@ def _add_problem_options(func: Callable[..., Any], default_out: str) -> Callable
                           "coordinate separated by commas (e.g. 1,-1,0.5)"),
         click.option("--record-every", type=int, default=None,
                      help="record the loss every this many steps (default: steps/200)"),
-        click.option("--device", default="cpu", show_default=True, help="cpu | cuda[:i]"),
+        click.option("--device", default="cpu", show_default=True, callback=_device_flag,
+                     help="cpu | cuda[:i]; checked before the run"),
         click.option("--out", type=click.Path(path_type=Path),
                      default=Path(default_out), show_default=True,
                      help="folder for result.json (and the PNG); checked before the run"),

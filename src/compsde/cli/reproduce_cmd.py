@@ -153,7 +153,7 @@ def reproduce_command(name: str | None, quick: bool, full: bool, out: Path, seed
     if name is None:
         raise ValueError(f"reproduce needs a figure NAME: one of {names}")
     if name != "all" and name not in figures:
-        raise ValueError(f"NAME must be one of {names}, got {name!r}")
+        raise ValueError(f"figure must be one of {names}, got {name!r}")
     if quick and full:
         raise ValueError("--quick and --full contradict each other; give one of them")
     preset = "full" if full else "quick"

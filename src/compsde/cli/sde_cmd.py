@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..plotting import plot_losses, run_title
+from ..plotting import plot_losses, readable_spec, run_title
 from ..sde import simulate_sde
 from ..sde.phases import PHASE_MODELS, phase_builder
 from .common import default_record_every, parse_x0, prepare_out, problem_options
@@ -52,7 +52,7 @@ def sde_command(method: str, landscape: str, noise: str, lr: float, lr_schedule:
                f"{runs} paths")
     click.echo(f"wrote {path}")
     if plot:
-        png = plot_losses([(f"SDE of {cfg['method']}", result)], out / "loss.png",
+        png = plot_losses([(f"SDE of {readable_spec(cfg['method'])}", result)], out / "loss.png",
                           title=run_title("SDE", cfg),
                           xlabel="step k (SDE time t = k·η)")
         click.echo(f"wrote {png}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..plotting import plot_losses, run_title
+from ..plotting import plot_losses, readable_spec, run_title
 from ..simulation import simulate
 from .common import default_record_every, parse_x0, prepare_out, problem_options
 
@@ -31,6 +31,6 @@ def simulate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
                f"diverged {result.diverged_fraction:.0%} of {runs} runs")
     click.echo(f"wrote {path}")
     if plot:
-        png = plot_losses([(result.config["method"], result)], out / "loss.png",
+        png = plot_losses([(readable_spec(result.config["method"]), result)], out / "loss.png",
                           title=run_title("simulation", result.config))
         click.echo(f"wrote {png}")

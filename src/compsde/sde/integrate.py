@@ -228,7 +228,8 @@ def simulate_sde(
     config = problem.describe() | {
         "steps": steps, "runs": runs, "seed": seed, "dtype": str(dtype).removeprefix("torch."),
         "record_every": record_every, "diverge_threshold": threshold,
-        "memory_budget": memory_budget, "device": str(device), "kind": "sde",
+        "memory_budget": memory_budget, "device": str(device), "samples": samples,
+        "kind": "sde",
         "dt": problem.lr / substeps, "substeps": substeps, **sde.describe(),
     }
     extra: dict = {"seconds": _time.perf_counter() - started}
