@@ -69,6 +69,21 @@ def check_kept_bytes(count: int, what: str, limit: int) -> None:
                          f"({format_bytes(limit)}); lower runs or d")
 
 
+def check_working_set(landscape: Landscape | str, agents: int, dtype: str | torch.dtype,
+                      memory_budget: int, vectors_per_agent: int = 4) -> Landscape:
+    """Build ``landscape`` and refuse, before anything of size agents × d is allocated, a run
+    whose per-step working set (``vectors_per_agent`` × agents × d numbers) exceeds
+    ``memory_budget``; returns the landscape."""
+    from . import landscapes
+
+    built = landscape if isinstance(landscape, Landscape) else landscapes.make(landscape)
+    agents = check_int("agents", agents, minimum=1, text=False)
+    memory_budget = check_int("memory_budget", memory_budget, minimum=1, text=False)
+    itemsize = torch.empty((), dtype=resolve_dtype(dtype)).element_size()
+    chunk_sizes(1, vectors_per_agent * agents * built.dim * itemsize, memory_budget)
+    return built
+
+
 def simulate(
     method: Method | str,
     landscape: Landscape | str,
@@ -96,6 +111,7 @@ def simulate(
     run exactly (for the same ``memory_budget``, which fixes the run chunks). Runs whose loss
     becomes non-finite or exceeds ``diverge_threshold`` are counted as diverged, not raised.
     """
+    landscape = check_working_set(landscape, agents, dtype, memory_budget)
     problem = Problem(method, landscape, noise, lr=lr, agents=agents, batch=batch, x0=x0,
                       lr_schedule=lr_schedule)
     steps = check_int("steps", steps, minimum=1, text=False)

@@ -118,6 +118,9 @@ def test_working_set_beyond_the_budget_is_refused_with_what_it_needs(tmp_path, c
     with pytest.raises(ValueError, match=r"one run needs 29\.8 GiB"):
         compsde.simulate("dsgd", "quadratic:d=1000", "gaussian", lr=0.1, steps=2,
                          agents=1_000_000)
+    with pytest.raises(ValueError, match=r"one run needs .* GiB"):
+        simulate_sde("dsgd", "quadratic:d=1000", "gaussian", lr=0.1, steps=2,
+                     agents=1_000_000)
 
 
 def test_records_beyond_the_machine_are_refused_naming_record_every(tmp_path, capsys):

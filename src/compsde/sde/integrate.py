@@ -26,7 +26,7 @@ from ..noise import NoiseLaw
 from ..problem import Problem, resolve_dtype
 from ..progress import progress_bar
 from ..recording import LossRecorder, RunResult, record_schedule
-from ..simulation import DEFAULT_MEMORY_BUDGET, chunk_sizes, kept_limit
+from ..simulation import DEFAULT_MEMORY_BUDGET, check_working_set, chunk_sizes, kept_limit
 from .diffusion import Covariance, DiagonalCov, FactorCov
 from .models import SDEModel, sde_model
 
@@ -179,6 +179,7 @@ def simulate_sde(
     ``(problem, generator) -> SDEModel`` (e.g. the phase models). ``record_mean_x`` adds the
     mean state over live runs at each record as ``extra["x_mean"]`` (records, d).
     """
+    landscape = check_working_set(landscape, agents, dtype, memory_budget, 2)
     problem = Problem(method, landscape, noise, lr=lr, agents=agents, batch=batch, x0=x0,
                       lr_schedule=lr_schedule)
     steps = check_int("steps", steps, minimum=1, text=False)
