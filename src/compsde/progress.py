@@ -20,11 +20,11 @@ class LineProgress:
     """The part of tqdm's interface the library uses (``update``, ``close``, context manager)."""
 
     def __init__(self, total: int | None = None, *, desc: str = "", unit: str = "it",
-                 initial: int = 0, interval: float = LINE_INTERVAL,
+                 initial: int = 0, interval: float | None = None,
                  file: TextIO | None = None, clock: Any = time.monotonic) -> None:
         self.total, self.desc, self.unit = total, desc, unit
         self.n = initial
-        self.interval = interval
+        self.interval = LINE_INTERVAL if interval is None else interval
         self.file = file
         self.clock = clock
         self.started = clock()

@@ -19,7 +19,6 @@ import pytest
 import compsde
 from compsde.cli import cli, main
 from compsde.compressors.sparse import CompressionWarning
-from compsde.progress import LineProgress, progress_bar
 from compsde.sde import simulate_sde
 
 SMALL = ["--steps", "5", "--runs", "4", "--no-progress"]
@@ -276,37 +275,6 @@ def test_x0_takes_a_vector(tmp_path, capsys):
     code = main(["simulate", "--landscape", "quadratic:d=3", "--x0", "1,2", *SMALL,
                  "--out", str(tmp_path)])
     _one_line_error(code, capsys.readouterr().err, "--x0")
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_line_progress_prints_one_line_per_interval(tmp_path):
-    clock, log = _Clock(), tmp_path / "log.txt"
-    with open(log, "w") as handle:
-        bar = LineProgress(100, desc="simulate dsgd", unit="step", interval=10.0,
-                           file=handle, clock=clock)
-        for _ in range(100):
-            clock.now += 0.5                  # 50 s in all: a line at 10, 20, 30, 40, 50 s
-            bar.update(1)
-        bar.close()
-    lines = log.read_text().splitlines()
-    assert len(lines) == 6 and "\r" not in log.read_text()
-    assert lines[0] == "simulate dsgd: 20% (20/100 step), 10 s elapsed, ~40 s left"
-    assert lines[-1].startswith("simulate dsgd: 100% (100/100 step), 50 s elapsed")
-
-
-def test_progress_without_a_terminal_is_lines(capsys):
-    assert isinstance(progress_bar(10, enabled=True), LineProgress)   # capsys: not a TTY
-    silent = progress_bar(10, enabled=False)
-    silent.update(5)
-    silent.close()
-    assert capsys.readouterr().err == ""
 
 
 def test_readme_defaults_named_in_help_exist():
