@@ -248,7 +248,7 @@ def test_cli_writes_json_and_plot(tmp_path, capsys):
     (["--batch", "0"], "batch"), (["--model", "banana"], "model"),
     (["--data", "banana"], "data"), (["--bandwidth", "fast"], "bandwidth"),
     (["--agents", "0"], "agents"), (["--lr", "-1"], "lr"), (["--samples", "2"], "samples"),
-    (["--inject", "student-t:nu=-1"], "nu"), (["--compressor", "sign"], "compressors"),
+    (["--inject", "student-t:nu=-1"], "nu"), (["--compressor", "sign"], "--compressor"),
     (["--device", "nope"], "device"), (["--threads", "0"], "threads"),
     (["--latency", "soon"], "latency"), (["--compute-time", "x"], "compute-time"),
 ])

@@ -145,6 +145,11 @@ def make(spec: str) -> Method:
     if name == "dcsgd":
         if not rest:
             raise ValueError("method 'dcsgd' needs a compressor, e.g. 'dcsgd:randk:ratio=0.1'")
+        if rest.split("=")[0].strip().lower() == "omega":
+            raise ValueError(f"method {spec!r} gives only ω, which the closed forms (compsde "
+                             f"scale, theory) take but a simulation cannot run: it needs a "
+                             f"compressor with that ω, e.g. dcsgd:bernoulli:p=P with ω = "
+                             f"1/p − 1 at every d, or dcsgd:randk:k=K with ω = d/k − 1")
         return DCSGD(rest)
     if rest:
         raise ValueError(f"method {name!r} takes no options, got {spec!r}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -16,6 +18,34 @@ def spans_decades(values: np.ndarray, decades: float = 1.5) -> bool:
     """True when the positive finite values span more than ``decades`` orders of magnitude."""
     finite = values[np.isfinite(values) & (values > 0)]
     return finite.size > 1 and np.log10(finite.max() / finite.min()) > decades
+
+
+METHOD_NAMES = {"dsgd": "DSGD", "dcsgd": "DCSGD", "dsignsgd": "DSignSGD"}
+TITLE_WIDTH = 76  # characters per title line (fontsize 10) at the default figure width
+
+
+def readable_spec(spec: str) -> str:
+    """``"student-t:nu=1,scale=1"`` → ``"student-t (nu = 1, scale = 1)"``; methods by name,
+    ``"dcsgd:randk:ratio=0.2"`` → ``"DCSGD with randk (ratio = 0.2)"``."""
+    head, _, rest = str(spec).partition(":")
+    if head in METHOD_NAMES:
+        name = METHOD_NAMES[head]
+        return f"{name} with {readable_spec(rest)}" if rest else name
+    if not rest:
+        return head
+    return f"{head} ({', '.join(item.replace('=', ' = ') for item in rest.split(','))})"
+
+
+def run_title(kind: str, config: Mapping[str, Any]) -> str:
+    """A title of short lines: method, kind and runs; landscape and noise; η, N and B."""
+    schedule = config.get("lr_schedule", "constant")
+    lines = [f"{readable_spec(config['method'])}: {kind}, {config['runs']} runs",
+             f"landscape {readable_spec(config['landscape'])}; noise "
+             f"{readable_spec(config['noise'])}",
+             f"η = {config['lr']:g}" + (f" ({schedule})" if schedule != "constant" else "")
+             + f", N = {config['agents']} agents, B = {config['batch']}"]
+    return "\n".join(part for line in lines
+                     for part in textwrap.wrap(line, TITLE_WIDTH, break_long_words=False))
 
 
 def draw_loss(ax: plt.Axes, result: RunResult, label: str, color: str | None = None,
@@ -42,8 +72,12 @@ def plot_losses(results: Sequence[tuple[str, RunResult]], path: str | Path, titl
     if values and spans_decades(np.concatenate(values)):
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("loss f(x) − f*  (mean, 5–95 % band)")
-    ax.set_title(title)
+    minimum = [r.config.get("f_star") for _, r in results]
+    known = all(m is not None for m in minimum) if minimum else True
+    runs = sorted({r.runs for _, r in results})
+    ax.set_ylabel(f"{'f(x) − f*' if known else 'f(x)'}: mean and 5–95 % band")
+    ax.plot([], [], " ", label=f"over {', '.join(map(str, runs))} runs")
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     try:

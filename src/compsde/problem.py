@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from . import landscapes, methods, noise
-from ._checks import check_choice, check_int, check_positive
+from ._checks import check_choice, check_int, check_positive, check_vector
 from .landscapes import Landscape
 from .methods import Method
 from .noise import NoiseLaw
@@ -59,14 +59,14 @@ class Problem:
         self.method = _build(self.method, Method, methods.make)
         self.landscape = _build(self.landscape, Landscape, landscapes.make)
         self.noise = _build(self.noise, NoiseLaw, noise.make)
-        self.lr = check_positive("lr", self.lr)
-        self.agents = check_int("agents", self.agents, minimum=1)
-        self.batch = check_int("batch", self.batch, minimum=1)
+        self.lr = check_positive("lr", self.lr, text=False)
+        self.agents = check_int("agents", self.agents, minimum=1, text=False)
+        self.batch = check_int("batch", self.batch, minimum=1, text=False)
         self.lr_schedule = check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         d = self.landscape.dim
         self.method.omegas(self.agents, d)  # checks per-agent lists and k <= d
         self.noise.scales(self.agents, d, self.batch)  # checks per-agent/per-coordinate sizes
-        x0 = torch.as_tensor(self.x0, dtype=torch.float64)
+        x0 = check_vector("x0", self.x0)
         if x0.ndim == 0:
             x0 = x0.expand(d).clone()
         if x0.shape[-1] != d or x0.ndim > 2:

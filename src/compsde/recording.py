@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .io import write_json
+from ._checks import check_float
+from .io import versions, write_json
 
 
 class LossRecorder:
@@ -77,12 +78,16 @@ class RunResult:
         return int(self.losses.shape[1])
 
     def tail_mean(self, fraction: float = 0.5) -> tuple[float, float]:
-        """Mean loss over the last ``fraction`` of records and runs, with its standard error.
+        """Mean loss over the last ``fraction`` ∈ (0, 1] of records and runs, with its
+        standard error.
 
         The standard error treats each run's time-average as one sample (runs are independent;
-        records within a run are not), so it is valid for stationary-level comparisons.
+        records within a run are not), so it is valid for stationary-level comparisons. NaN
+        when fewer than two runs are left (all others diverged).
         """
-        start = int(len(self.steps) * (1.0 - fraction))
+        fraction = check_float("fraction", fraction, low=0.0, high=1.0, low_open=True,
+                               text=False)
+        start = min(int(len(self.steps) * (1.0 - fraction)), len(self.steps) - 1)
         window = self.losses[start:]
         finite = np.isfinite(window)
         count = finite.sum(axis=0)
@@ -104,6 +109,7 @@ class RunResult:
             "diverged": self.diverged,
             "diverged_fraction": self.diverged_fraction,
             **self.extra,
+            "versions": versions(),
         }
 
     def save(self, out_dir: str | Path, name: str = "result.json") -> Path:
@@ -111,8 +117,20 @@ class RunResult:
         return write_json(Path(out_dir) / name, self.to_dict())
 
 
-def record_schedule(steps: int, record_every: int) -> np.ndarray:
-    """Steps 0, r, 2r, … and always the last step."""
+def record_schedule(steps: int, record_every: int, *, runs: int = 1,
+                    limit: int | None = None) -> np.ndarray:
+    """Steps 0, r, 2r, … and always the last step.
+
+    With ``limit`` (bytes), refuses (``ValueError``) a schedule whose per-run losses
+    (records × runs float64) would not fit it, before allocating anything.
+    """
+    records = steps // record_every + 2
+    if limit is not None and records * runs * 8 > limit:
+        wanted = -(-steps * runs * 8 // limit)
+        raise ValueError(f"record_every must be at least {wanted} for {steps} steps of {runs} "
+                         f"runs: recording every {record_every} step(s) keeps "
+                         f"{records * runs * 8 / 2**30:.3g} GiB of losses, more than half "
+                         f"this machine's memory ({limit / 2**30:.3g} GiB)")
     marks = np.arange(0, steps + 1, record_every)
     if marks[-1] != steps:
         marks = np.append(marks, steps)

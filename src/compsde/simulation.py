@@ -8,16 +8,17 @@ agents. Chunks are seeded from (seed, chunk) and can run on any executor with th
 
 from __future__ import annotations
 
+import os
 import time as _time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from ._checks import check_float, check_int
+from ._checks import check_device, check_float, check_int
 from .chunks import (
     DEFAULT_MEMORY_BUDGET,
     Chunk,
@@ -34,9 +35,67 @@ from .landscapes import Landscape
 from .methods import Method
 from .noise import NoiseLaw
 from .problem import Problem, resolve_dtype
+from .progress import progress_bar
 from .recording import LossRecorder, RunResult, record_schedule
 
 __all__ = ["DEFAULT_MEMORY_BUDGET", "SimulationJob", "simulate"]
+
+
+def format_bytes(count: float) -> str:
+    """``1536`` → ``'1.5 KiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if count < 1024 or unit == "PiB":
+            return f"{count:.3g} {unit}"
+        count /= 1024
+    return f"{count:.3g} PiB"
+
+
+def chunk_sizes(runs: int, per_run_bytes: int, memory_budget: int) -> list[int]:
+    """Split ``runs`` into chunks whose working set fits ``memory_budget`` bytes.
+
+    Refuses (``ValueError``) when one run alone needs more than the budget: no chunking can
+    make it fit, and starting it would end in an allocation error.
+    """
+    if per_run_bytes > memory_budget:
+        raise ValueError(f"memory_budget of {format_bytes(memory_budget)} is too small: one "
+                         f"run needs {format_bytes(per_run_bytes)} of working memory per step "
+                         f"(it grows with agents × d); lower agents or the landscape's d, or "
+                         f"raise memory_budget")
+    per_chunk = max(1, memory_budget // max(per_run_bytes, 1))
+    full, rest = divmod(runs, per_chunk)
+    return [per_chunk] * full + ([rest] if rest else [])
+
+
+def kept_limit() -> int:
+    """Bytes the kept results (per-run losses, final iterates) may take: half the machine's
+    physical memory (they stay in memory for the whole run, beside the working set)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (AttributeError, ValueError, OSError):
+        return 1 << 34
+
+
+def check_kept_bytes(count: int, what: str, limit: int) -> None:
+    """Refuse results that would not fit ``limit`` bytes (before allocating them)."""
+    if count > limit:
+        raise ValueError(f"runs are too many for this machine: {what} need "
+                         f"{format_bytes(count)}, more than half its memory "
+                         f"({format_bytes(limit)}); lower runs or d")
+
+
+def check_working_set(landscape: Landscape | str, agents: int, dtype: str | torch.dtype,
+                      memory_budget: int, vectors_per_agent: int = 4) -> Landscape:
+    """Build ``landscape`` and refuse, before anything of size agents × d is allocated, a run
+    whose per-step working set (``vectors_per_agent`` × agents × d numbers) exceeds
+    ``memory_budget``; returns the landscape."""
+    from . import landscapes
+
+    built = landscape if isinstance(landscape, Landscape) else landscapes.make(landscape)
+    agents = check_int("agents", agents, minimum=1, text=False)
+    memory_budget = check_int("memory_budget", memory_budget, minimum=1, text=False)
+    itemsize = torch.empty((), dtype=resolve_dtype(dtype)).element_size()
+    chunk_sizes(1, vectors_per_agent * agents * built.dim * itemsize, memory_budget)
+    return built
 
 
 def simulate(
@@ -70,16 +129,18 @@ def simulate(
     chunk needs more). Runs whose loss becomes non-finite or exceeds ``diverge_threshold`` are
     counted as diverged, not raised. On remote executors ``final_x`` comes back on the CPU.
     """
+    landscape = check_working_set(landscape, agents, dtype, memory_budget)
     problem = Problem(method, landscape, noise, lr=lr, agents=agents, batch=batch, x0=x0,
                       lr_schedule=lr_schedule)
-    steps = check_int("steps", steps, minimum=1)
-    runs = check_int("runs", runs, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
-    record_every = check_int("record_every", record_every, minimum=1)
-    threshold = check_float("diverge_threshold", diverge_threshold, low=0, low_open=True)
-    memory_budget = check_int("memory_budget", memory_budget, minimum=1)
+    steps = check_int("steps", steps, minimum=1, text=False)
+    runs = check_int("runs", runs, minimum=1, text=False)
+    seed = check_int("seed", seed, minimum=0, text=False)
+    record_every = check_int("record_every", record_every, minimum=1, text=False)
+    threshold = check_float("diverge_threshold", diverge_threshold, low=0, low_open=True,
+                            text=False)
+    memory_budget = check_int("memory_budget", memory_budget, minimum=1, text=False)
     dtype = resolve_dtype(dtype)
-    device = torch.device(device)
+    device = check_device(device)
     problem.check_runs(runs)
     chosen = resolve_executor(executor)
 
@@ -89,7 +150,8 @@ def simulate(
     check_memory(chunks, 4 * n * d * itemsize, memory_budget,
                  f"{problem.landscape.spec} with {n} agent(s) in "
                  f"{str(dtype).removeprefix('torch.')}")
-    marks = record_schedule(steps, record_every)
+    check_kept_bytes(runs * d * itemsize, "the final iterates (runs × d)", kept_limit())
+    marks = record_schedule(steps, record_every, runs=runs, limit=kept_limit())
     job = SimulationJob(problem, steps, marks, threshold, seed, dtype, device, progress,
                         keep_device=isinstance(chosen, LocalExecutor))
     started = _time.perf_counter()
@@ -98,7 +160,8 @@ def simulate(
     losses, final_x = assemble(results, len(marks), runs)
     config = problem.describe() | {
         "steps": steps, "runs": runs, "seed": seed, "dtype": str(dtype).removeprefix("torch."),
-        "record_every": record_every, "diverge_threshold": threshold, "kind": "simulation",
+        "record_every": record_every, "diverge_threshold": threshold,
+        "memory_budget": memory_budget, "device": str(device), "kind": "simulation",
     }
     times = np.array([sum(problem.step_size(k) for k in range(s)) for s in marks]) \
         if problem.lr_schedule != "constant" else marks * problem.lr
@@ -121,13 +184,12 @@ class SimulationJob:
     keep_device: bool = True
 
     def __call__(self, chunks: list[Chunk]) -> list[ChunkResult]:
-        bar = tqdm(total=self.steps * len(chunks), disable=not (self.progress and
-                                                                  self.keep_device),
-                   unit="step", desc=f"simulate {self.problem.method.spec}", leave=False)
+        bar = progress_bar(self.steps * len(chunks), enabled=self.progress and self.keep_device,
+                           unit="step", desc=f"simulate {self.problem.method.spec}")
         with bar:
             return [self._chunk(chunk, bar) for chunk in chunks]
 
-    def _chunk(self, chunk: Chunk, bar: tqdm) -> ChunkResult:
+    def _chunk(self, chunk: Chunk, bar: Any) -> ChunkResult:
         problem, steps, marks = self.problem, self.steps, self.marks
         landscape, law, method = problem.landscape, problem.noise, problem.method
         generator = chunk_generator(self.seed, chunk.index, self.device)

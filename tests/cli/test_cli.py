@@ -51,7 +51,7 @@ def test_console_script_exit_code_for_user_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "compsde", "simulate", "--lr", "0",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error: lr must be")
+    assert proc.stderr.strip().startswith("error: --lr must be")
     assert "Traceback" not in proc.stderr
 
 

@@ -171,7 +171,7 @@ def test_cli_jobs_option(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cmd, "load_all", lambda: figures)
     assert main(["reproduce", "figD", "--jobs", "0", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: jobs") and len(err.splitlines()) == 1
+    assert err.startswith("error: --jobs") and len(err.splitlines()) == 1
     assert main(["reproduce", "figA", "--jobs", "2", "--out", str(tmp_path)]) == 2
     assert "jobs is available for figure figD, got 'figA'" in capsys.readouterr().err
     assert main(["reproduce", "figD", "--jobs", "2", "--out", str(tmp_path),

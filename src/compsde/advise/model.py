@@ -17,22 +17,14 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-from .._checks import check_int, check_positive
+from .._checks import check_device, check_int, check_positive
 from ..diagnose.measure import DEFAULT_COMPRESSORS, NoiseMeasurement, measure_model
 from ..noise import make as make_noise
 
 
 def _device(value: str | torch.device) -> torch.device:
     """A torch device that exists here; ValueError naming ``device`` otherwise."""
-    try:
-        device = torch.device(value)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be cpu or cuda[:i], got {value!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {value!r} is not available on this machine (no CUDA)")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be cpu or cuda[:i], got {value!r}")
-    return device
+    return check_device(value, "device")
 
 
 def measure_dataset(model: str = "mlp", data: str = "fashion-mnist", *, batch: int = 128,

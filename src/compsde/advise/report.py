@@ -6,12 +6,13 @@ import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 from scipy import stats
 
 from ..io import save_figure, write_json
 from ..plotting import spans_decades
-from .predict import Advice
+from .predict import Advice, Prediction
 
 
 def _g(value: float | None, digits: int = 3) -> str:
@@ -137,26 +138,38 @@ def plot(advice: Advice, path: str | Path) -> Path:
         ax.loglog(grid, 2 * stats.norm.sf(grid), "--", label="Gaussian")
         ax.set_ylim(max(surv[0] / 3, 1e-7), 1.1)
         ax.set_xlim(0.1, None)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide
     ax.set(xlabel="t", ylabel="P(|Z| > t)", title=f"tail of the standardised noise "
            f"(Hill α = {m.hill.alpha:.3g})")
     ax.legend()
     specs = [p.spec for p in advice.predictions]
     pos = np.arange(len(specs))
+    rec = advice.recommendation
+    best = rec["spec"] if rec else None
     ax = axes[1, 0]
     losses = [p.stationary_loss if p.finite else np.nan for p in advice.predictions]
-    colors = ["tab:green" if advice.recommendation and p.spec == advice.recommendation["spec"]
-              else "tab:gray" for p in advice.predictions]
+    colors = ["tab:green" if p.spec == best else "tab:gray" for p in advice.predictions]
     ax.bar(pos, losses, color=colors)
     finite = [v for v in losses if np.isfinite(v) and v > 0]
     if finite and spans_decades(np.array(finite), 1.0):
         ax.set_yscale("log")
+        ax.set_ylim(None, 10 * max(finite))      # room for the legend
+    elif finite:
+        ax.set_ylim(0, 1.35 * max(finite))
+    if rec is not None:
+        ax.axhline(rec["stationary_loss"], color="k", linestyle="--", linewidth=1,
+                   label=f"reference loss ({advice.reference}); larger batches bring the "
+                         f"others down to it")
+        ax.legend(fontsize=7, loc="upper left")
     for i, p in enumerate(advice.predictions):
         if not p.finite:
-            ax.text(i, 0.02, "none: " + p.loss_note[6:34] + "…", ha="center", va="bottom",
+            ax.text(i, 0.03, f"no finite loss: {loss_reason(p)}", ha="center", va="bottom",
                     fontsize=7, rotation=90, transform=ax.get_xaxis_transform())
-    ax.set_xticks(pos, specs, rotation=25, ha="right", fontsize=8)
-    ax.set(ylabel="predicted stationary E f − f*", title=f"at each method's lr "
-           f"(η = {advice.lr:g}, B = {advice.batch}, N = {advice.agents}); green = recommended")
+    _method_ticks(ax, pos, specs, best)
+    ax.set(ylabel="predicted stationary E f − f*",
+           title=f"loss as measured: η = {advice.lr:g}, B = {advice.batch}, N = "
+                 f"{advice.agents} (DSignSGD at its own η_s)")
+    ax.title.set_fontsize(10)
     ax = axes[1, 1]
     if advice.bandwidth is not None:
         unit = advice.compute_seconds or 0.0
@@ -164,27 +177,68 @@ def plot(advice: Advice, path: str | Path) -> Path:
                 for p in advice.predictions]
         comm = [1e3 * (p.comm_seconds or 0.0) if p.finite else np.nan
                 for p in advice.predictions]
-        ax.bar(pos, comp, color="tab:orange", label="compute (batch matched to the reference)")
+        ax.bar(pos, comp, color="tab:orange",
+               label="compute, at the batch that reaches the reference loss")
         ax.bar(pos, comm, bottom=np.nan_to_num(comp), color="tab:purple",
                label=f"communication ({advice.bandwidth * 8 / 1e9:.3g} Gbit/s, alpha-beta)")
         scores = [1e3 * p.score if p.finite and p.score is not None and math.isfinite(p.score)
                   else np.nan for p in advice.predictions]
-        ax.plot(pos, scores, "k_", markersize=28, markeredgewidth=2,
-                label="÷ speed = score (lowest is recommended)")
-        top = np.nanmax([*scores, *(np.nan_to_num(comp) + np.nan_to_num(comm)), 1e-9])
-        ax.set_ylim(0, 1.35 * top)                 # room for the legend
+        ax.plot(pos, scores, "kD", markersize=6,
+                label="score = time per step ÷ speed (time per unit of progress); "
+                      "lowest wins")
+        for i, p in enumerate(advice.predictions):
+            if not p.finite:
+                ax.text(i, 0.03, f"no finite loss: {loss_reason(p)}", ha="center",
+                        va="bottom", fontsize=7, rotation=90,
+                        transform=ax.get_xaxis_transform())
+        totals = np.nan_to_num(comp) + np.nan_to_num(comm)
+        top = np.nanmax([*scores, *totals, 1e-9])
+        shown = np.array([v for v in [*scores, *totals] if np.isfinite(v) and v > 0])
+        if spans_decades(shown, 1.0):
+            ax.set_yscale("log")
+            ax.set_ylim(shown.min() / 2, 30 * top)  # room for the legend
+        else:
+            ax.set_ylim(0, 1.45 * top)
         ax.set(ylabel="ms per step", title="predicted time per step at the reference loss")
-        ax.legend(fontsize=8)
+        ax.title.set_fontsize(10)
+        ax.legend(fontsize=7, loc="upper left")
     else:
-        ax.bar(pos, [p.bytes_per_step for p in advice.predictions], color="tab:purple")
+        ax.bar(pos, [p.bytes_per_step for p in advice.predictions],
+               color=["tab:green" if p.spec == best else "tab:purple"
+                      for p in advice.predictions])
         ax.set_yscale("log")
         ax.set(ylabel="bytes per agent per step", title="message size (no --bandwidth given)")
-    ax.set_xticks(pos, specs, rotation=25, ha="right", fontsize=8)
-    fig.suptitle(f"compsde advise: {m.source}", fontsize=11)
+    _method_ticks(ax, pos, specs, best)
+    if rec is not None:
+        headline = (f"recommended: {rec['spec']} at η = {rec['lr']:.3g}, B = {rec['batch']}, "
+                    f"N = {rec['agents']} (green)")
+    else:
+        headline = "no recommendation: no method has a finite predicted stationary loss"
+    fig.suptitle(f"compsde advise: {m.source}\n{headline}", fontsize=11)
     fig.tight_layout()
     out = save_figure(fig, path)
     plt.close(fig)
     return out
+
+
+def loss_reason(p: Prediction) -> str:
+    """Why a method has no stationary loss, in two or three words (the table's wording)."""
+    note = p.loss_note
+    return ("unstable at this η" if "unstable" in note else "noise has no mean"
+            if "no mean" in note else "infinite variance" if "infinite" in note.lower()
+            or "§6" in note else "none predicted")
+
+
+def _method_ticks(ax: plt.Axes, pos: np.ndarray, specs: list[str], best: str | None) -> None:
+    """Method names under the bars, the recommended one in bold green."""
+    ax.set_xticks(pos, [s.removeprefix("dcsgd:") if s.startswith("dcsgd:") else s
+                        for s in specs], rotation=25, ha="right", fontsize=8)
+    for label, spec in zip(ax.get_xticklabels(), specs, strict=True):
+        if spec == best:
+            label.set_color("tab:green")
+            label.set_fontweight("bold")
+    ax.set_xlabel("method (DCSGD compressors by name)", fontsize=8)
+    ax.set_xlim(-0.6, len(specs) - 0.4)          # keep the first label off the axis
 
 
 def save(advice: Advice, out_dir: str | Path, extra: dict | None = None) -> tuple[Path, Path]:

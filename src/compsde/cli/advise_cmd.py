@@ -8,9 +8,12 @@ from pathlib import Path
 import click
 import torch
 
+from .._checks import check_device
 from ..advise import advise, parse_bandwidth, parse_duration, parse_latency, save, table
 from ..advise.model import measure_dataset
 from ..diagnose.measure import DEFAULT_COMPRESSORS
+from ..io import versions
+from .common import prepare_out
 
 
 @click.command("advise")
@@ -40,15 +43,16 @@ from ..diagnose.measure import DEFAULT_COMPRESSORS
               help="examples in the Hessian-vector products for L")
 @click.option("--inject", default=None,
               help="add this noise to every gradient, e.g. student-t:nu=1,scale=0.01 (what-if)")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="seed of the model's initialisation, the batches and the compressors")
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda[:i] for the model")
 @click.option("--threads", type=int, default=None,
               help="torch intra-op threads (default: torch's choice; 1 is faster on a busy "
                    "machine, the tensors here are small)")
 @click.option("--json", "as_json", is_flag=True, help="print result.json instead of the table")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", type=click.Path(path_type=Path),
               default=Path("results/advise"), show_default=True,
-              help="folder for result.json and advise.png")
+              help="folder for result.json and advise.png; checked before the measurement")
 def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
                    bandwidth: str | None, latency: str, compute_time: str | None,
                    compressors: tuple[str, ...],
@@ -57,16 +61,18 @@ def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
                    out: Path) -> None:
     """Measure gradient noise (tail ν, SNR, phases, ω, L) and predict DSGD/DCSGD/DSignSGD."""
     started = time.perf_counter()
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be an integer >= 1, got {threads}")
-        torch.set_num_threads(threads)
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be an integer >= 1, got {threads}")
     rate = parse_bandwidth(bandwidth) if bandwidth is not None else None
     lat = parse_latency(latency)
     compute = parse_duration(compute_time, "compute-time") if compute_time else None
     if agents < 1:
-        raise ValueError(f"agents must be an integer >= 1, got {agents}")
+        raise ValueError(f"--agents must be an integer >= 1, got {agents}")
+    check_device(device, "--device")
     specs = list(compressors) or list(DEFAULT_COMPRESSORS)
+    prepare_out(out)
+    if threads is not None:
+        torch.set_num_threads(threads)
     measurement = measure_dataset(model, data, batch=batch, lr=lr, samples=samples,
                                   warmup=warmup, curvature_batch=curvature_batch,
                                   inject=inject, seed=seed, compressors=specs, device=device)
@@ -78,8 +84,8 @@ def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
                          "compute_time": compute_time,
                          "compressors": specs, "samples": samples, "warmup": warmup,
                          "curvature_batch": curvature_batch, "inject": inject, "seed": seed,
-                         "device": device},
-             "seconds": seconds}
+                         "device": device, "threads": threads},
+             "seconds": seconds, "versions": versions()}
     json_path, png_path = save(result, out, extra)
     if as_json:
         click.echo(json_path.read_text(), nl=False)

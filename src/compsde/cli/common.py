@@ -3,22 +3,71 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from .._checks import check_device, check_out_dir
+
 EXIT_USAGE = 2
+_LEADING_NAME = re.compile(r"^([a-z][a-z0-9_-]*[a-z0-9])(?=[\s:'\"(,]|$)")
+
+
+def _subcommand(group: click.Group, argv: list[str]) -> click.Command | None:
+    for arg in argv:
+        if not arg.startswith("-"):
+            return group.commands.get(arg)
+    return None
+
+
+def flag_message(command: click.Command | None, message: str) -> str:
+    """Name the flag as typed: ``record_every must be …`` → ``--record-every must be …``.
+
+    The library's errors name the Python parameter; when it is one of ``command``'s options
+    the CLI shows its flag instead (DESIGN.md: the CLI names the flag).
+    """
+    match = _LEADING_NAME.match(message)
+    if command is None or match is None:
+        return message
+    flags = {}
+    for param in command.params:
+        long = [o for o in param.opts if o.startswith("--")]
+        if isinstance(param, click.Option) and long and param.name:
+            flags[param.name] = long[0]
+            flags.setdefault(long[0][2:].replace("-", "_"), long[0])
+    flag = flags.get(match.group(1).replace("-", "_"))
+    return message if flag is None else flag + message[match.end():]
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    click.echo(f"warning: {str(message).splitlines()[0]}", err=True)
 
 
 def run_cli(group: click.Group, argv: list[str] | None) -> int:
-    """Run ``group``; a ValueError or usage error becomes ``error: …`` on one line, exit 2."""
+    """Run ``group``; a ValueError or usage error becomes ``error: …`` on one line, exit 2.
+
+    ``compsde`` alone prints the normal help; warnings print as one ``warning: …`` line.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        with click.Context(group, info_name="compsde") as ctx:
+            click.echo(group.get_help(ctx))
+        return 0
+    command = _subcommand(group, args)
     try:
-        code = group.main(args=argv, prog_name="compsde", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            code = group.main(args=args, prog_name="compsde", standalone_mode=False)
     except click.exceptions.Exit as done:
         return int(done.exit_code)
+    except SystemExit as done:                      # train forwards its trainer's exit code
+        return done.code if isinstance(done.code, int) else int(done.code is not None)
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
         return 130
@@ -27,7 +76,7 @@ def run_cli(group: click.Group, argv: list[str] | None) -> int:
         return EXIT_USAGE
     except ValueError as exc:
         message = str(exc).splitlines()[0] if str(exc) else repr(exc)
-        click.echo(f"error: {message}", err=True)
+        click.echo(f"error: {flag_message(command, message)}", err=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
@@ -45,8 +94,34 @@ def use_file_backend() -> None:
     matplotlib.use("Agg")
 
 
-def problem_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The flags every simulation-like command shares (DESIGN.md contracts)."""
+def prepare_out(out: Path) -> Path:
+    """Check before any work that ``--out`` can be created and written (ValueError naming it)."""
+    return check_out_dir(out, "--out")
+
+
+def _device_flag(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    check_device(value, "--device")
+    return value
+
+
+def parse_x0(text: str) -> float | list[float]:
+    """``--x0``: one number for every coordinate, or one per coordinate separated by commas."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"--x0 must be a number or numbers separated by commas (one per "
+                         f"coordinate, e.g. 1,-1,0.5), got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
+def problem_options(default_out: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The flags every simulation-like command shares (DESIGN.md contracts); ``--out``
+    defaults to ``default_out`` (each command its own folder)."""
+    return functools.partial(_add_problem_options, default_out=default_out)
+
+
+def _add_problem_options(func: Callable[..., Any], default_out: str) -> Callable[..., Any]:
     options = [
         click.option("--method", default="dsgd", show_default=True,
                      help="dsgd | dsignsgd | dcsgd:<compressor>, e.g. dcsgd:randk:ratio=0.1"),
@@ -67,21 +142,26 @@ def problem_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="iterations k"),
         click.option("--runs", type=int, default=100, show_default=True,
                      help="Monte-Carlo runs R"),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="seed of the one random generator; same seed, same result"),
         click.option("--dtype", default="float64", show_default=True,
-                     type=click.Choice(["float32", "float64"])),
-        click.option("--x0", type=float, default=1.0, show_default=True,
-                     help="start value of every coordinate"),
+                     type=click.Choice(["float32", "float64"]),
+                     help="floating-point precision of the simulation"),
+        click.option("--x0", default="1", show_default=True,
+                     help="start point: one number for every coordinate, or one per "
+                          "coordinate separated by commas (e.g. 1,-1,0.5)"),
         click.option("--record-every", type=int, default=None,
                      help="record the loss every this many steps (default: steps/200)"),
-        click.option("--device", default="cpu", show_default=True, help="cpu | cuda[:i]"),
-        click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-                     default=Path("results/run"), show_default=True,
-                     help="folder for result.json (and the PNG)"),
+        click.option("--device", default="cpu", show_default=True, callback=_device_flag,
+                     help="cpu | cuda[:i]; checked before the run"),
+        click.option("--out", type=click.Path(path_type=Path),
+                     default=Path(default_out), show_default=True,
+                     help="folder for result.json (and the PNG); checked before the run"),
         click.option("--plot/--no-plot", default=False, show_default=True,
                      help="also write loss.png"),
         click.option("--progress/--no-progress", default=True, show_default=True,
-                     help="progress bar on stderr"),
+                     help="progress on stderr: a bar on a terminal, else a line every "
+                          "10 s"),
     ]
     return functools.reduce(lambda f, opt: opt(f), reversed(options), func)
 
@@ -121,4 +201,6 @@ def default_record_every(steps: int, record_every: int | None) -> int:
 
 
 def progress_enabled(flag: bool) -> bool:
-    return flag and sys.stderr.isatty()
+    """Progress is on unless switched off: a bar on a terminal, periodic lines elsewhere
+    (:func:`compsde.progress.progress_bar` picks)."""
+    return flag

@@ -13,26 +13,33 @@ from typing import Any
 import click
 import matplotlib.pyplot as plt
 
+from .._checks import check_int
 from ..experiments import demo
-from ..io import save_figure, write_json
+from ..io import save_figure, versions, write_json
 from ..plotting import draw_loss
 from ..verdicts import summary
+from .common import prepare_out
 
 TITLES = ("Gaussian noise (σ = 1)", "Cauchy noise (Student-t, ν = 1, σ = 1)")
 
 
 @click.command("demo")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", type=click.Path(path_type=Path),
               default=Path("results/demo"), show_default=True,
-              help="folder for result.json and demo.png")
+              help="folder for result.json and demo.png; checked before the runs")
 @click.option("--runs", type=int, default=200, show_default=True,
-              help="Monte-Carlo runs R per (method, noise)")
-@click.option("--steps", type=int, default=3000, show_default=True, help="iterations k")
+              help="Monte-Carlo runs R of every method and noise (at least 2)")
+@click.option("--steps", type=int, default=3000, show_default=True,
+              help="iterations k of every run")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="seed of the first run's generator")
+              help="seed of the random generator; same seed, same table")
 def demo_command(out: Path, runs: int, steps: int, seed: int) -> None:
     """DSGD vs DCSGD (Rand-k) vs DSignSGD under Gaussian and Cauchy noise, with verdicts;
     exits with code 1 when a verdict fails."""
+    check_int("--runs", runs, minimum=2)
+    check_int("--steps", steps, minimum=1)
+    check_int("--seed", seed, minimum=0)
+    prepare_out(out)
     outcome = demo.run(runs=runs, steps=steps, seed=seed)
     click.echo(f"{'noise':<24}{'method':<26}{'plateau':>12}{'diverged':>10}")
     for row in outcome["rows"]:
@@ -48,7 +55,7 @@ def demo_command(out: Path, runs: int, steps: int, seed: int) -> None:
     png = _plot(outcome, runs, out / "demo.png")
     path = write_json(out / "result.json", {
         "rows": outcome["rows"], "panels": outcome["panels"], "verdict": outcome["verdict"],
-        "config": outcome["config"]})
+        "config": outcome["config"], "versions": versions()})
     click.echo(f"wrote {path} and {png}")
     if outcome["verdict"] != "pass":
         raise click.exceptions.Exit(1)

@@ -22,7 +22,7 @@ from .._checks import check_int
 from ..experiments import load_all
 from ..experiments.registry import Figure, FigureOutcome
 from ..experiments.report import ReportRow, write_report
-from .common import executor_option, parse_executor, progress_enabled
+from .common import executor_option, parse_executor, prepare_out, progress_enabled
 
 
 def _accepts(figure: Figure, option: str) -> bool:
@@ -116,13 +116,17 @@ def reproduce_all(figures: dict[str, Figure], out: Path, *, preset: str, seed: i
 
 
 @click.command("reproduce")
-@click.argument("name")
-@click.option("--quick", "preset", flag_value="quick", default=True,
-              help="small preset for 2 CPU cores (default)")
-@click.option("--full", "preset", flag_value="full", help="paper-scale preset (GPU)")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("results"), show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.argument("name", required=False)
+@click.option("--quick", is_flag=True, default=False,
+              help="small preset for 2 CPU cores (the default)")
+@click.option("--full", is_flag=True, default=False,
+              help="paper-scale preset (500 Monte-Carlo runs, paper-size networks; for a GPU)")
+@click.option("--out", type=click.Path(path_type=Path),
+              default=Path("results"), show_default=True,
+              help="folder for NAME.png, NAME.json, REPORT.md and the run cache; checked "
+                   "before any work")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="seed of the figure's runs; another seed draws another set of runs")
 @click.option("--distributed", is_flag=True, default=False,
               help="fig2/fig4: run each training run with torchrun (one process per agent) "
                    "instead of simulating the agents in one process")
@@ -132,19 +136,38 @@ def reproduce_all(figures: dict[str, Figure], out: Path, *, preset: str, seed: i
 @click.option("--no-cache", "no_cache", is_flag=True, default=False,
               help="recompute every run instead of reusing OUT/cache (the cache is refreshed)")
 @executor_option
-@click.option("--progress/--no-progress", default=True, show_default=True)
-def reproduce_command(name: str, preset: str, out: Path, seed: int, distributed: bool,
-                      jobs: int, no_cache: bool, progress: bool, executor: str) -> None:
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="progress on stderr: a bar on a terminal, else a line every 10 s")
+def reproduce_command(name: str | None, quick: bool, full: bool, out: Path, seed: int,
+                      distributed: bool, jobs: int, no_cache: bool, progress: bool,
+                      executor: str) -> None:
     """Reproduce figure NAME of the paper (fig1, fig2, …) or `all` of them.
 
     Writes OUT/NAME.png and OUT/NAME.json; `all` also writes OUT/REPORT.md. Finished training
     runs are cached under OUT/cache and reused when the command is started again.
     """
-    jobs = check_int("jobs", jobs, minimum=1)
+    figures = load_all()
+    names = ", ".join(["all", *sorted(figures)])
+    if name is None:
+        raise ValueError(f"reproduce needs a figure NAME: one of {names}")
+    if name != "all" and name not in figures:
+        raise ValueError(f"figure must be one of {names}, got {name!r}")
+    if quick and full:
+        raise ValueError("--quick and --full contradict each other; give one of them")
+    preset = "full" if full else "quick"
+    jobs = check_int("--jobs", jobs, minimum=1)
+    check_int("--seed", seed, minimum=0)
     executor = parse_executor(executor, jobs).spec  # fig2/fig4: one training run per task
     if executor.startswith("processes:"):
         jobs, executor = int(executor.partition(":")[2]), "local"  # today's --jobs path
-    figures = load_all()
+    if name != "all":
+        for option, wanted in (("distributed", distributed), ("jobs", jobs > 1),
+                               ("executor", executor != "local")):
+            able = sorted(n for n, f in figures.items() if _accepts(f, option))
+            if wanted and name not in able:
+                raise ValueError(f"--{option} is available for figure "
+                                 f"{', '.join(able) or '(none)'}, got {name!r}")
+    prepare_out(out)
     show = progress_enabled(progress)
     if name == "all":
         warn_full_without_gpu(sorted(figures), figures, preset)
@@ -154,16 +177,7 @@ def reproduce_command(name: str, preset: str, out: Path, seed: int, distributed:
         if any(r.status != "pass" for r in rows):
             raise click.exceptions.Exit(1)
         return
-    if name not in figures:
-        raise ValueError(f"figure must be one of all, {', '.join(sorted(figures))}, "
-                         f"got {name!r}")
     figure = figures[name]
-    for option, wanted in (("distributed", distributed), ("jobs", jobs > 1),
-                           ("executor", executor != "local")):
-        able = sorted(n for n, f in figures.items() if _accepts(f, option))
-        if wanted and name not in able:
-            raise ValueError(f"{option} is available for figure {', '.join(able) or '(none)'}"
-                             f", got {name!r}")
     options = _options(figure, distributed=distributed, jobs=jobs, executor=executor)
     warn_full_without_gpu([name], figures, preset)
     outcome = run_figure(figure, out, preset=preset, seed=seed, progress=show, options=options,

@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 
 from .. import noise as noise_laws
-from ..io import write_json
+from ..io import versions, write_json
 from ..scaling import solve
+from .common import prepare_out
 
 
 def _parse_set(items: tuple[str, ...]) -> dict[str, float]:
@@ -17,18 +18,18 @@ def _parse_set(items: tuple[str, ...]) -> dict[str, float]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"set must look like knob=value (e.g. agents=16), got {item!r}")
+            raise ValueError(f"--set must look like knob=value (e.g. agents=16), got {item!r}")
         try:
             fixed[key.strip().lower()] = float(value)
         except ValueError:
-            raise ValueError(f"set: {key.strip()} must be a number, got {value!r}") from None
+            raise ValueError(f"--set: {key.strip()} must be a number, got {value!r}") from None
     return fixed
 
 
 def _noise(spec: str) -> tuple[float, float | None]:
     law = noise_laws.make(spec)
     if law.scale.dim() != 0:
-        raise ValueError(f"noise must have one scale for scale (per-agent scales are not "
+        raise ValueError(f"--noise must have one scale for scale (per-agent scales are not "
                          f"supported here), got {spec!r}")
     return float(law.scale), getattr(law, "nu", None)
 
@@ -55,18 +56,25 @@ def _noise(spec: str) -> tuple[float, float | None]:
 @click.option("--set", "set_", multiple=True, help="force a target knob, e.g. --set agents=16")
 @click.option("--first-order", is_flag=True, help="drop the ηLω/(2N) term (no L needed)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of the table")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("results/scale"), show_default=True, help="folder for result.json")
+@click.option("--out", type=click.Path(path_type=Path),
+              default=Path("results/scale"), show_default=True,
+              help="folder for result.json; checked before the computation")
 def scale_command(baseline: str, lr: float, batch: int, agents: int, target: str, vary: str,
                   L: float | None, dim: int | None, noise: str, convention: str,
                   set_: tuple[str, ...], first_order: bool, as_json: bool, out: Path) -> None:
     """Recommend lr / batch / agents for TARGET so that it matches BASELINE's loss."""
     sigma, nu = _noise(noise)
+    fixed = _parse_set(set_)
+    prepare_out(out)
     rec = solve(baseline, lr=lr, batch=batch, agents=agents, target=target, vary=vary, L=L,
                 dim=dim, sigma=sigma, nu=nu, convention=convention.upper(),
-                first_order=first_order, fixed=_parse_set(set_))
+                first_order=first_order, fixed=fixed)
+    command = {"baseline": baseline, "lr": lr, "batch": batch, "agents": agents,
+               "target": target, "vary": vary, "L": L, "dim": dim, "noise": noise,
+               "convention": convention.upper(), "set": fixed, "first_order": first_order}
     data = rec.to_dict() | {"table": [dict(zip(("knob", "baseline", "recommended", "why"), row,
-                                                strict=True)) for row in rec.rows()]}
+                                                strict=True)) for row in rec.rows()],
+                            "command": command, "versions": versions()}
     path = write_json(out / "result.json", data)
     if as_json:
         click.echo(json.dumps(json.loads(path.read_text()), indent=2))

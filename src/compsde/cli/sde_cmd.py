@@ -7,20 +7,21 @@ from pathlib import Path
 
 import click
 
-from ..plotting import plot_losses
+from ..plotting import plot_losses, readable_spec, run_title
 from ..sde import simulate_sde
 from ..sde.phases import PHASE_MODELS, phase_builder
 from .common import (
     default_record_every,
     executor_option,
     parse_executor,
+    parse_x0,
+    prepare_out,
     problem_options,
-    progress_enabled,
 )
 
 
 @click.command("sde")
-@problem_options
+@problem_options("results/sde")
 @executor_option
 @click.option("--dt", type=float, default=None,
               help="Euler–Maruyama step (default: lr, one SDE step per iteration; finer dt "
@@ -37,16 +38,18 @@ from .common import (
               help="stability-corrected drift b + (lr/2) J_b b (THEORY.md §8)")
 def sde_command(method: str, landscape: str, noise: str, lr: float, lr_schedule: str,
                 agents: int, batch: int, steps: int, runs: int, seed: int, dtype: str,
-                x0: float, record_every: int | None, device: str, out: Path, plot: bool,
+                x0: str, record_every: int | None, device: str, out: Path, plot: bool,
                 progress: bool, dt: float | None, model: str, moments: str, samples: int,
                 stability: bool, executor: str) -> None:
     """Integrate the SDE of --method over --runs paths; writes result.json like simulate."""
     chosen = parse_executor(executor)
+    start = parse_x0(x0)
+    prepare_out(out)
     builder = None if model == "full" else phase_builder(model)
     result = simulate_sde(method, landscape, noise, lr=lr, steps=steps, agents=agents,
-                          batch=batch, runs=runs, seed=seed, x0=x0, dtype=dtype, device=device,
+                          batch=batch, runs=runs, seed=seed, x0=start, dtype=dtype, device=device,
                           record_every=default_record_every(steps, record_every),
-                          lr_schedule=lr_schedule, progress=progress_enabled(progress), dt=dt,
+                          lr_schedule=lr_schedule, progress=progress, dt=dt,
                           stability=stability, moments=moments, samples=samples,
                           model=builder, executor=chosen)
     path = result.save(out)
@@ -58,8 +61,7 @@ def sde_command(method: str, landscape: str, noise: str, lr: float, lr_schedule:
                f"{runs} paths")
     click.echo(f"wrote {path}")
     if plot:
-        png = plot_losses([(f"SDE of {cfg['method']}", result)], out / "loss.png",
-                          title=f"SDE of {cfg['method']} on {cfg['landscape']}, noise "
-                                f"{cfg['noise']}, η={lr}, N={agents}, B={batch}",
+        png = plot_losses([(f"SDE of {readable_spec(cfg['method'])}", result)], out / "loss.png",
+                          title=run_title("SDE", cfg),
                           xlabel="step k (SDE time t = k·η)")
         click.echo(f"wrote {png}")

@@ -6,31 +6,33 @@ from pathlib import Path
 
 import click
 
-from ..plotting import plot_losses
+from ..plotting import plot_losses, readable_spec, run_title
 from ..simulation import simulate
 from .common import (
     default_record_every,
     executor_option,
     parse_executor,
+    parse_x0,
+    prepare_out,
     problem_options,
-    progress_enabled,
 )
 
 
 @click.command("simulate")
-@problem_options
+@problem_options("results/simulate")
 @executor_option
 def simulate_command(method: str, landscape: str, noise: str, lr: float, lr_schedule: str,
                      agents: int, batch: int, steps: int, runs: int, seed: int, dtype: str,
-                     x0: float, record_every: int | None, device: str, out: Path, plot: bool,
+                     x0: str, record_every: int | None, device: str, out: Path, plot: bool,
                      progress: bool, executor: str) -> None:
     """Simulate the discrete algorithm over --runs Monte-Carlo paths; writes result.json."""
     chosen = parse_executor(executor)
+    start = parse_x0(x0)
+    prepare_out(out)
     result = simulate(method, landscape, noise, lr=lr, steps=steps, agents=agents, batch=batch,
-                      runs=runs, seed=seed, x0=x0, dtype=dtype, device=device,
+                      runs=runs, seed=seed, x0=start, dtype=dtype, device=device,
                       record_every=default_record_every(steps, record_every),
-                      lr_schedule=lr_schedule, progress=progress_enabled(progress),
-                      executor=chosen)
+                      lr_schedule=lr_schedule, progress=progress, executor=chosen)
     path = result.save(out)
     click.echo(f"{result.config['method']} on {result.config['landscape']}, "
                f"noise {result.config['noise']}: final loss mean {result.loss_mean[-1]:.4g} "
@@ -38,7 +40,6 @@ def simulate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
                f"diverged {result.diverged_fraction:.0%} of {runs} runs")
     click.echo(f"wrote {path}")
     if plot:
-        png = plot_losses([(result.config["method"], result)], out / "loss.png",
-                          title=f"{result.config['method']} on {result.config['landscape']}, "
-                                f"noise {result.config['noise']}, η={lr}, N={agents}, B={batch}")
+        png = plot_losses([(readable_spec(result.config["method"]), result)], out / "loss.png",
+                          title=run_title("simulation", result.config))
         click.echo(f"wrote {png}")

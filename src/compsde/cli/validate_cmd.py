@@ -8,32 +8,43 @@ import click
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..io import save_figure, write_json
+from .._checks import check_int
+from ..io import save_figure, versions, write_json
 from ..validate import Z_DEFAULT, lr_sweep, validate
 from .common import (
     default_record_every,
     executor_option,
     parse_executor,
+    parse_x0,
+    prepare_out,
     problem_options,
-    progress_enabled,
 )
 
+SWEEP_FACTORS = (2.0, 1.0, 0.5)  # --lr-sweep without values: 2·lr, lr, lr/2
 
-def _parse_lrs(text: str) -> list[float]:
+
+def _parse_lrs(text: str, lr: float) -> list[float]:
+    """``--lr-sweep`` values: positive learning rates separated by commas (at least two)."""
+    if text == "auto":
+        return [f * lr for f in SWEEP_FACTORS]
     try:
         values = [float(v) for v in text.replace("/", ",").split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"lr-sweep must be learning rates separated by commas, e.g. "
-                         f"0.04,0.02,0.01; got {text!r}") from None
+        values = []
+    if len(values) < 2 or len(set(values)) < 2 or not all(0 < v < float("inf") for v in values):
+        raise ValueError(f"--lr-sweep must be two or more distinct learning rates > 0 "
+                         f"separated by commas, e.g. 0.04,0.02,0.01 (or --lr-sweep alone for "
+                         f"2·lr, lr, lr/2); got {text!r}")
     return values
 
 
 @click.command("validate")
-@problem_options
+@problem_options("results/validate")
 @executor_option
-@click.option("--lr-sweep", "sweep", default=None,
+@click.option("--lr-sweep", "sweep", default=None, is_flag=False, flag_value="auto",
               help="also measure the weak error at SDE time --horizon for these learning "
-                   "rates (comma-separated) and fit its slope against lr")
+                   "rates (comma-separated; alone: 2·lr, lr, lr/2) and fit its slope "
+                   "against lr")
 @click.option("--horizon", type=float, default=None,
               help="SDE time T = k·lr of the weak-error sweep (default: steps × lr)")
 @click.option("--substeps", type=int, default=None,
@@ -42,23 +53,29 @@ def _parse_lrs(text: str) -> list[float]:
 @click.option("--z", type=float, default=Z_DEFAULT, show_default=True,
               help="tolerance of the mean-curve comparison, in standard errors of the gap")
 @click.option("--moments", default="auto", show_default=True,
-              type=click.Choice(["auto", "closed-form", "monte-carlo"]))
+              type=click.Choice(["auto", "closed-form", "monte-carlo"]),
+              help="message moments of the SDE: closed forms where they exist, or "
+                   "Monte-Carlo estimates")
 @click.option("--stability/--no-stability", default=False, show_default=True,
               help="stability-corrected drift (THEORY.md §8)")
 def validate_command(method: str, landscape: str, noise: str, lr: float, lr_schedule: str,
                      agents: int, batch: int, steps: int, runs: int, seed: int, dtype: str,
-                     x0: float, record_every: int | None, device: str, out: Path, plot: bool,
+                     x0: str, record_every: int | None, device: str, out: Path, plot: bool,
                      progress: bool, sweep: str | None, horizon: float | None,
                      substeps: int | None, z: float, moments: str, stability: bool,
                      executor: str) -> None:
     """Run --method and its SDE on one config; report both mean-loss curves, their 95 %
     confidence intervals and the largest gap; with --lr-sweep, the weak error against lr."""
-    common = dict(agents=agents, batch=batch, seed=seed, x0=x0, dtype=dtype, device=device,
-                  lr_schedule=lr_schedule, progress=progress_enabled(progress),
-                  executor=parse_executor(executor))
-    lrs = _parse_lrs(sweep) if sweep is not None else None
+    check_int("--runs", runs, minimum=2)  # a comparison needs standard errors: two runs
+    lrs = _parse_lrs(sweep, lr) if sweep is not None else None
     if substeps is not None and substeps < 1:
-        raise ValueError(f"substeps must be an integer >= 1, got {substeps}")
+        raise ValueError(f"--substeps must be an integer >= 1, got {substeps}")
+    if horizon is not None and not horizon > 0:
+        raise ValueError(f"--horizon must be a number > 0, got {horizon}")
+    common = dict(agents=agents, batch=batch, seed=seed, x0=parse_x0(x0), dtype=dtype,
+                  device=device, lr_schedule=lr_schedule, progress=progress,
+                  executor=parse_executor(executor))
+    prepare_out(out)
     check = validate(method, landscape, noise, lr=lr, steps=steps, runs=runs, z=z,
                      dt=lr / (substeps or 1), stability=stability, moments=moments,
                      record_every=default_record_every(steps, record_every), **common)
@@ -86,7 +103,7 @@ def validate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
                    f"(se) at T={result_sweep.horizon:g}, fitted on the resolved points; "
                    f"order-1 SDE: slope 1 within tolerance {judged['checks'][1]['tolerance']:.2g}"
                    f"; verdict: {judged['verdict']}")
-    path = write_json(out / "result.json", payload)
+    path = write_json(out / "result.json", payload | {"versions": versions()})
     click.echo(f"wrote {path}")
     if plot:
         click.echo(f"wrote {_plot(check, result_sweep, out / 'loss.png')}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -21,7 +22,27 @@ from .base import (
 )
 from .sampling import sample_rows_without_replacement, sample_without_replacement
 
-__all__ = ["Bernoulli", "Identity", "RandK", "TopK"]
+__all__ = ["Bernoulli", "CompressionWarning", "Identity", "RandK", "TopK"]
+
+
+class CompressionWarning(UserWarning):
+    """A compressor spec that does not mean at this dimension what it says (e.g. a ratio < 1/d)."""
+
+
+_WARNED: set[tuple[str, float, int]] = set()
+
+
+def warn_small_ratio(name: str, ratio: float, d: int, omega: float | None) -> None:
+    """Warn once per (compressor, ratio, d) when ``ratio · d < 1``: k is rounded up to 1."""
+    if ratio * d >= 1 or (name, ratio, d) in _WARNED:
+        return
+    _WARNED.add((name, ratio, d))
+    wanted = f"ω = {1 / ratio - 1:.4g}" if omega is not None else "that share"
+    effective = f" (ω = {omega:.4g})" if omega is not None else ""
+    warnings.warn(f"{name}:ratio={format_number(ratio)} at d = {d} keeps k = 1 coordinate"
+                  f"{effective}, not ratio·d = {ratio * d:.3g}; {wanted} needs d ≥ "
+                  f"{int(-(-1 // ratio))} (or give k directly, e.g. {name}:k=1)",
+                  CompressionWarning, stacklevel=3)
 
 
 @register
@@ -67,8 +88,14 @@ class _KOrRatio(Compressor):
         return {"ratio": format_number(self.ratio)}
 
     def k_for(self, d: int) -> int:
-        """Number of kept entries for dimension ``d``: ``k``, or ``max(1, round(ratio · d))``."""
-        return kept_count(d, self.k, self.ratio)
+        """Number of kept entries for dimension ``d``: ``k``, or ``max(1, round(ratio · d))``.
+
+        A ``ratio`` below 1/d warns (:class:`CompressionWarning`) with the effective k and ω.
+        """
+        k = kept_count(d, self.k, self.ratio)
+        if self.ratio is not None and self.ratio * d < 1:
+            warn_small_ratio(self.name, self.ratio, d, d / k - 1.0 if self.unbiased else None)
+        return k
 
 
 @register

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._checks import check_choice, check_float, check_int
+from .._checks import check_choice, check_device, check_float, check_int, check_out_dir
 
 SIGN_WIRES = ("auto", "bits", "int8", "scatter")     # .protocol.SIGN_WIRES
 PARALLEL = ("ddp", "fsdp")
@@ -70,8 +70,8 @@ class TrainConfig:
         check_int("eval_every", self.eval_every, minimum=0)
         if self.threads is not None:
             check_int("threads", self.threads, minimum=1)
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ValueError(f"device must be cpu or cuda[:i], got {self.device!r}")
+        check_device(self.device)
+        check_out_dir(self.out, "out")
         return self
 
     def run_key(self) -> dict:

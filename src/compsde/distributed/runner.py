@@ -23,11 +23,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
-from ..io import write_atomic, write_json
+from ..io import versions, write_atomic, write_json
 from ..nn.data import Dataset, ShardSampler, load_dataset
 from ..nn.models import count_parameters, make_model
+from ..progress import progress_bar
 from . import fsdp
 from .agents import AgentSimulator, ddp_layout
 from .config import TrainConfig
@@ -137,7 +137,10 @@ def _summary(config: TrainConfig, mode: str, world: int, params: int, history: _
     last = sum(history.loss[-tail:]) / tail if history.loss else math.nan
     fp32 = counters.get("bytes_fp32_allreduce", 0.0)
     return {
-        "config": {**config.run_key(), "steps": config.steps, "out": config.out},
+        "config": {**config.run_key(), "steps": config.steps, "out": config.out,
+                   "log_every": config.log_every, "eval_every": config.eval_every,
+                   "on_nonfinite": config.on_nonfinite, "device": config.device},
+        "versions": versions(),
         "mode": mode, "world": world, "parameters": params,
         "steps": history.steps, "loss": history.loss, "evals": history.evals,
         "loss_first": first, "loss_last": last, **final,
@@ -250,8 +253,8 @@ def _run_distributed(config: TrainConfig, data: Dataset, device: torch.device) -
     history = _History(ckpt["history"] if ckpt else None)
     start = ckpt["step"] if ckpt else 0
     pending: list[torch.Tensor] = []
-    bar = tqdm(total=config.steps, initial=start, disable=not _progress(config, rank),
-               desc=config.method, unit="step")
+    bar = progress_bar(config.steps, initial=start, enabled=_progress(config, rank),
+                       desc=config.method, unit="step")
     began = time.perf_counter()
     for step in range(start, config.steps):
         with guard(step, config.timeout):
@@ -303,7 +306,7 @@ def _run_distributed(config: TrainConfig, data: Dataset, device: torch.device) -
 def _progress(config: TrainConfig, rank: int) -> bool:
     if rank != 0:
         return False
-    return sys.stderr.isatty() if config.progress is None else config.progress
+    return True if config.progress is None else config.progress  # lines when not a terminal
 
 
 def _run_simulated(config: TrainConfig, data: Dataset, device: torch.device) -> dict:
@@ -327,8 +330,8 @@ def _run_simulated(config: TrainConfig, data: Dataset, device: torch.device) -> 
                 for i in range(agents)]
     history = _History(ckpt["history"] if ckpt else None)
     start = ckpt["step"] if ckpt else 0
-    bar = tqdm(total=config.steps, initial=start, disable=not _progress(config, 0),
-               desc=f"{config.method} ×{agents}", unit="step")
+    bar = progress_bar(config.steps, initial=start, enabled=_progress(config, 0),
+                       desc=f"{config.method} ×{agents}", unit="step")
     began = time.perf_counter()
     for step in range(start, config.steps):
         grads = {n: torch.empty((agents, *p.shape), dtype=p.dtype, device=device)

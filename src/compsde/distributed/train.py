@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from dataclasses import fields
 
@@ -39,9 +40,21 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help in the look of the other subcommands: ``[default: X]`` only where there is one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (default is not None and default is not False and default != argparse.SUPPRESS
+                and action.option_strings and "[default:" not in text):
+            text += f"  [default: {default}]"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="compsde train", description=__doc__.split("\n\n")[0].replace("``", ""),
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                formatter_class=_HelpFormatter)
     d = TrainConfig()
     p.add_argument("--model", default=d.model,
                    help="mlp[:hidden=256/128] | resnet[:depth=8|20|18,width=W,norm=batch|group]"
@@ -57,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate η")
     p.add_argument("--batch", type=int, default=d.batch, help="per-rank batch B")
     p.add_argument("--steps", type=int, default=d.steps, help="total steps k")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the model, the batches, the noise and the compressors")
     p.add_argument("--noise", default=None,
                    help="inject gradient noise: gaussian:scale=S | student-t:nu=V,scale=S "
                         "(per rank: scale=1/2)")
@@ -69,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "block, our reduce-scatter")
     p.add_argument("--randomness", default=d.randomness, choices=["shared", "independent"],
                    help="Rand-k/Bernoulli coordinates shared by all ranks or per rank")
-    p.add_argument("--on-nonfinite", default=d.on_nonfinite, choices=["raise", "skip"])
+    p.add_argument("--on-nonfinite", default=d.on_nonfinite, choices=["raise", "skip"],
+                   help="a non-finite gradient stops the run naming the step (raise), or the "
+                        "step is skipped on every rank (skip)")
     p.add_argument("--simulate-agents", type=int, default=None, metavar="N",
                    help="N agents in one process, no collectives")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="K",
@@ -77,18 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--timeout", type=float, default=d.timeout,
                    help="process-group timeout in seconds")
-    p.add_argument("--bucket-cap-mb", type=float, default=d.bucket_cap_mb)
-    p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--eval-every", type=int, default=d.eval_every,
+    p.add_argument("--bucket-cap-mb", type=float, default=d.bucket_cap_mb,
+                   help="DDP gradient bucket size in MB (one message per bucket and step)")
+    p.add_argument("--log-every", type=int, default=d.log_every, metavar="K",
+                   help="record the mean training loss every K steps")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, metavar="K",
                    help="evaluate on the test split every K steps (0: at the end only)")
     p.add_argument("--device", default=d.device, help="cpu | cuda (one GPU per rank)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per rank (default: cores / local ranks)")
     p.add_argument("--init-method", default=None,
                    help="rendezvous (default: env:// under torchrun, else a temp file)")
-    p.add_argument("--out", default=d.out, help="output folder")
+    p.add_argument("--out", default=d.out,
+                   help="folder for result.json, loss.png and checkpoint.pt; checked before "
+                        "training")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar on rank 0 (default: when stderr is a terminal)")
+                   help="progress on rank 0: a bar on a terminal, else a line every 10 s "
+                        "(default: on)")
     return p
 
 
@@ -103,6 +124,15 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def flag_message(message: str) -> str:
+    """``simulate_agents must be …`` → ``--simulate-agents must be …`` (the flag as typed)."""
+    match = re.match(r"^([a-z][a-z0-9_]*)(?=[\s'])", message)
+    flags = {a.dest: a.option_strings[-1] for a in build_parser()._actions if a.option_strings}
+    if match is None or match.group(1) not in flags:
+        return message
+    return flags[match.group(1)] + message[match.end():]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the trainer; returns the exit code (0 ok, 1 failed run, 2 user mistake)."""
     try:
@@ -110,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as done:                      # --help
         return int(done.code or 0)
     except ValueError as exc:
-        _say(f"error: {exc}")
+        _say(f"error: {flag_message(str(exc).splitlines()[0])}")
         return EXIT_USAGE
     from .runner import RunFailed, run
 

@@ -182,7 +182,7 @@ def run_sweep(configs: Sequence[Mapping[str, Any]],
     come back in config order on every executor. One progress bar (runs done / total, time
     left) covers the sweep.
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     chosen = resolve_executor(executor, jobs)
     outcome = SweepOutcome(results=[{}] * len(configs))
@@ -197,8 +197,8 @@ def run_sweep(configs: Sequence[Mapping[str, Any]],
             pending.append(index)
         else:
             cached.append((index, result))
-    with tqdm(total=len(configs), initial=len(cached), desc=desc, disable=not progress,
-              leave=False, unit="run") as bar:
+    with progress_bar(len(configs), desc=desc, enabled=progress, unit="run",
+                      initial=len(cached)) as bar:
 
         def finish(index: int, result: dict[str, Any], was_cached: bool) -> None:
             (outcome.loaded if was_cached else outcome.computed).append(index)

@@ -308,9 +308,8 @@ def train(spec: TrainSpec, *, device: str | torch.device = "cpu", progress: bool
 
 def _train(spec: TrainSpec, device: str | torch.device, progress: bool,
            grads: str) -> dict[str, Any]:
-    from tqdm.auto import tqdm
-
     from ..nn import make_model
+    from ..progress import progress_bar
 
     started = time.perf_counter()
     data = prepare_data(spec.data, spec.image_size, spec.train_size, spec.eval_size)
@@ -339,8 +338,8 @@ def _train(spec: TrainSpec, device: str | torch.device, progress: bool,
     losses[0] = flat.eval_loss(theta, x_eval, y_eval)
     diverged = not math.isfinite(losses[0])
     slot = 1
-    bar = tqdm(total=spec.steps, desc=f"{spec.method} B={spec.batch} N={spec.agents}",
-               disable=not progress, leave=False, position=1)
+    bar = progress_bar(spec.steps, desc=f"{spec.method} B={spec.batch} N={spec.agents}",
+                       enabled=progress, unit="step")
     for step in range(1, spec.steps + 1):
         if diverged:
             break

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import write_json
+from ..io import versions, write_json
 from .cache import code_fingerprint, recomputing
 
 PRESETS = ("quick", "full")
@@ -67,7 +67,8 @@ class Figure:
                                   **options)
         outcome.seconds = time.perf_counter() - started
         write_json(out / f"{self.name}.json", outcome.to_dict() | {
-            "preset": preset, "seed": seed, "code": code_fingerprint(), **options})
+            "preset": preset, "seed": seed, "code": code_fingerprint(), **options,
+            "versions": versions()})
         return outcome
 
 

@@ -14,13 +14,13 @@ import math
 import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from .._checks import check_float, check_int, check_positive
+from .._checks import check_device, check_float, check_int, check_positive
 from ..chunks import (
     DEFAULT_MEMORY_BUDGET,
     Chunk,
@@ -37,7 +37,9 @@ from ..landscapes import Landscape
 from ..methods import Method
 from ..noise import NoiseLaw
 from ..problem import Problem, resolve_dtype
+from ..progress import progress_bar
 from ..recording import LossRecorder, RunResult, record_schedule
+from ..simulation import check_working_set, kept_limit
 from .diffusion import Covariance, DiagonalCov, FactorCov
 from .models import SDEModel, sde_model
 
@@ -204,24 +206,26 @@ def simulate_sde(
     same for every ``executor`` and ``memory_budget``; builders must be picklable for
     ``processes:N`` (module-level classes such as :class:`FullModel`).
     """
+    landscape = check_working_set(landscape, agents, dtype, memory_budget, 2)
     problem = Problem(method, landscape, noise, lr=lr, agents=agents, batch=batch, x0=x0,
                       lr_schedule=lr_schedule)
-    steps = check_int("steps", steps, minimum=1)
-    runs = check_int("runs", runs, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
-    record_every = check_int("record_every", record_every, minimum=1)
-    threshold = check_float("diverge_threshold", diverge_threshold, low=0, low_open=True)
-    memory_budget = check_int("memory_budget", memory_budget, minimum=1)
-    samples = check_int("samples", samples, minimum=2)
+    steps = check_int("steps", steps, minimum=1, text=False)
+    runs = check_int("runs", runs, minimum=1, text=False)
+    seed = check_int("seed", seed, minimum=0, text=False)
+    record_every = check_int("record_every", record_every, minimum=1, text=False)
+    threshold = check_float("diverge_threshold", diverge_threshold, low=0, low_open=True,
+                            text=False)
+    memory_budget = check_int("memory_budget", memory_budget, minimum=1, text=False)
+    samples = check_int("samples", samples, minimum=2, text=False)
     if dt is None:
         dt = problem.lr
-    dt = check_positive("dt", dt)
+    dt = check_positive("dt", dt, text=False)
     if dt > problem.lr * (1 + 1e-12):
         raise ValueError(f"dt must be in (0, lr] = (0, {problem.lr:g}], got {dt:g}: the SDE "
                          f"takes ceil(lr/dt) Euler–Maruyama steps per iteration")
     substeps = max(1, math.ceil(problem.lr / dt - 1e-9))
     dtype = resolve_dtype(dtype)
-    device = torch.device(device)
+    device = check_device(device)
 
     chosen = resolve_executor(executor)
     problem.check_runs(runs)
@@ -238,7 +242,7 @@ def simulate_sde(
     check_memory(chunks, (8 + 4 * n * per_point) * d * itemsize, memory_budget,
                  f"the SDE of {problem.method.spec} on {problem.landscape.spec} with {n} "
                  f"agent(s) in {str(dtype).removeprefix('torch.')}")
-    marks = record_schedule(steps, record_every)
+    marks = record_schedule(steps, record_every, runs=runs, limit=kept_limit())
     job = SDEJob(problem, builder, steps, substeps, marks, threshold, seed, dtype, device,
                  record_mean_x, progress, keep_device=isinstance(chosen, LocalExecutor))
     started = _time.perf_counter()
@@ -248,7 +252,9 @@ def simulate_sde(
     lr_sum = np.cumsum([0.0] + [problem.step_size(k) for k in range(steps)])
     config = problem.describe() | {
         "steps": steps, "runs": runs, "seed": seed, "dtype": str(dtype).removeprefix("torch."),
-        "record_every": record_every, "diverge_threshold": threshold, "kind": "sde",
+        "record_every": record_every, "diverge_threshold": threshold,
+        "memory_budget": memory_budget, "device": str(device), "samples": samples,
+        "kind": "sde",
         "dt": problem.lr / substeps, "substeps": substeps, **sde.describe(),
     }
     extra: dict = {"seconds": _time.perf_counter() - started}
@@ -280,13 +286,12 @@ class SDEJob:
     keep_device: bool = True
 
     def __call__(self, chunks: list[Chunk]) -> list[ChunkResult]:
-        bar = tqdm(total=self.steps * len(chunks),
-                   disable=not (self.progress and self.keep_device), unit="step",
-                   desc=f"sde {self.problem.method.spec}", leave=False)
+        bar = progress_bar(self.steps * len(chunks), enabled=self.progress and self.keep_device,
+                           unit="step", desc=f"sde {self.problem.method.spec}")
         with bar:
             return [self._chunk(chunk, bar) for chunk in chunks]
 
-    def _chunk(self, chunk: Chunk, bar: tqdm) -> ChunkResult:
+    def _chunk(self, chunk: Chunk, bar: Any) -> ChunkResult:
         problem, steps, marks, substeps = self.problem, self.steps, self.marks, self.substeps
         sde = self.builder(problem, chunk_generator(self.seed, chunk.index, self.device, 1))
         normals = NormalStream(chunk_generator(self.seed, chunk.index, self.device, 0),
