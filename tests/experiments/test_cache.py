@@ -187,3 +187,19 @@ def test_recomputing_misses_every_entry_and_refreshes_it(tmp_path):
         again = run_sweep(configs, compute, store)
     assert calls == [0, 1, 2, 0, 1, 2] and again.computed == [0, 1, 2]
     assert store.load(configs[0]) == {"value": 0}
+
+
+def test_reproduce_no_cache_recomputes_every_run(tmp_path, monkeypatch):
+    """`compsde reproduce fig3 --no-cache` rewrites every cache entry instead of reading it."""
+    from compsde.cli import main
+    from compsde.experiments import fig3
+
+    sizes = {"runs": 50, "steps": 300, "speed_runs": 20, "speed_steps": 300}
+    fig3.run(tmp_path, sizes=sizes)
+    entries = sorted((tmp_path / "cache" / "fig3").glob("*.json"))
+    before = {p: p.stat().st_mtime_ns for p in entries}
+    fig3.run(tmp_path, sizes=sizes)
+    assert {p: p.stat().st_mtime_ns for p in entries} == before      # served from the cache
+    monkeypatch.setitem(fig3.PRESETS, "quick", fig3.PRESETS["quick"] | sizes)
+    main(["reproduce", "fig3", "--no-cache", "--out", str(tmp_path), "--no-progress"])
+    assert all(p.stat().st_mtime_ns != before[p] for p in entries)

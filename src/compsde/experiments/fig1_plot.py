@@ -84,7 +84,7 @@ def _phase2_inset(ax: plt.Axes, panel: dict[str, Any]) -> None:
     if "phase2-slow" not in res:
         return
     slow, fast = res["phase2-slow"], res["phase2-fast"]
-    inset = ax.inset_axes((0.06, 0.14, 0.33, 0.32))
+    inset = ax.inset_axes((0.55, 0.36, 0.42, 0.3))
 
     def rel(model: RunResult) -> np.ndarray:
         return 100.0 * (model.loss_mean / np.interp(model.time, alg.time, alg.loss_mean) - 1.0)
@@ -101,7 +101,8 @@ def _phase2_inset(ax: plt.Axes, panel: dict[str, Any]) -> None:
         inset.plot(ode.time, rel(ode), ":", color=PHASE_COLORS[1], linewidth=2.0)
     inset.set_title("zoom: phase models vs DSignSGD (% of its mean loss)", fontsize=7)
     inset.set_xlim(0.0, stop)
-    inset.tick_params(labelsize=6)
+    inset.tick_params(labelsize=8)
+    inset.set_xlabel("t (Phases 1–2)", fontsize=8)
     inset.grid(alpha=0.3)
 
 
@@ -133,8 +134,9 @@ def draw(panels: dict[str, dict[str, Any]], path: Path, preset: str) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower left" if ax is not c else "upper right")
     fig.suptitle("Figure 1: the SDE models track the algorithms — mean loss over runs, "
-                 "shaded: 95 % confidence band of the mean;\nPASS = means agree within 4 "
-                 f"Monte-Carlo standard errors at every record ({preset} preset)", fontsize=11)
+                 "shaded: 95 % confidence band of the mean;\nPASS = means (and in A the spread "
+                 "across runs) agree within 4 Monte-Carlo standard errors at every record; phase "
+                 f"models within their theory bands (THEORY.md §10; {preset} preset)", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     try:
         return save_figure(fig, path)

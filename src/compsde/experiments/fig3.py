@@ -220,7 +220,7 @@ def _plot(left: dict[str, Any], right: dict[str, Any], path: Path) -> Path:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     fig.suptitle("Figure 3 — DSignSGD: phase bounds (left) and linear speedup in N (middle: "
-                 "loss curves, right: stationary levels)")
+                 "loss curves, right: stationary levels)", y=1.04)
     try:
         return save_figure(fig, path)
     finally:

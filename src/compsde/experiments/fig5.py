@@ -244,7 +244,8 @@ def _plot(parts: dict[str, dict[str, Any]], path: Path) -> Path:
         return f"\nverdict: {parts[key]['panel']['verdict'].upper()}"
 
     _draw(axes[0, 0], parts["a"]["sims"], lambda nu: f"ν = {nu:g}",
-          "(a) DCSGD (Rand-k, ω=3) under Student-t noise, scale 1" + verdict("a"),
+          "(a) DCSGD (Rand-k, ω=3) under Student-t noise, scale 1\n(ν = 1 diverges, ν = 2 "
+          "never settles, ν ≥ 3 settle)" + verdict("a"),
           {r["nu"]: r["theory"] for r in parts["a"]["panel"]["rows"]})
     ax = axes[0, 1]
     for scale, sim in parts["b"]["sims"].items():
@@ -252,17 +253,17 @@ def _plot(parts: dict[str, dict[str, Any]], path: Path) -> Path:
     ax.set_xlabel("step k")
     ax.set_ylabel("runs whose loss has passed 100·f(x0)  (%)")
     ax.set_ylim(-2, 102)
-    ax.set_title("(b) DCSGD under Cauchy noise (ν=1) of growing scale: runs whose loss has "
+    ax.set_title("(b) DCSGD under Cauchy noise (ν=1) of growing scale:\nruns whose loss has "
                  "passed 100·f(x0)" + verdict("b"), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _draw(axes[1, 0], parts["c"]["sims"], lambda nu: nu_label.get(nu) or f"ν = {nu:g}",
-          "(c) DSignSGD under Student-t noise, scale 1 (fatter → higher plateau)" + verdict("c"),
+          "(c) DSignSGD under Student-t noise, scale 1\n(fatter → higher plateau)" + verdict("c"),
           dict(zip(NUS_SIGN, (r["theory_exact_discrete"] for r in parts["c"]["panel"]["rows"]),
                    strict=True)))
     _draw(axes[1, 1], parts["d"]["sims"], lambda s: f"scale {s:g}",
-          "(d) DSignSGD under Cauchy noise of growing scale (never diverges; judged: mean "
-          "loss over the last half grows with the scale)" + verdict("d"))
+          "(d) DSignSGD under Cauchy noise of growing scale\n(never diverges; the mean loss over "
+          "the last half grows with the scale)" + verdict("d"))
     fig.suptitle("Figure 5 — ½‖x‖², d=4, N=4, η=0.01, x0=1 (dotted: f(x0)); unbiased vs sign "
                  "compression under heavy-tailed noise")
     fig.tight_layout()
