@@ -36,7 +36,7 @@ def test_spike_verdict_tolerance_is_k_se_plus_budget():
     j = lm.judge_spikes(spiky, smooth)
     se = math.sqrt(0.04 / 3)
     assert j["measured"] == pytest.approx(0.7) and j["se"] == pytest.approx(se)
-    assert j["tolerance"] == pytest.approx(2 * se + lm.SPIKE_BUDGET) and j["verdict"] == "pass"
+    assert j["predicted"] == pytest.approx(2 * se + lm.SPIKE_BUDGET) and j["verdict"] == "pass"
     for key in ("verdict", "quantity", "measured", "predicted", "tolerance", "rule"):
         assert key in j
     assert lm.judge_spikes(smooth, smooth)["verdict"] == "fail"

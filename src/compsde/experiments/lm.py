@@ -43,15 +43,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
 from .. import compressors
 from ..io import save_figure
 from ..scaling import dcsgd_from_dsgd
+from ..verdicts import check
+from ..verdicts import panel as panel_verdict
 from .cache import RunCache, run_sweep
 from .deep import TrainSpec, data_shape, default_device, model_dimension
 from .deep_figure import Arm, Panel, judge, train_panels
@@ -132,31 +131,22 @@ def judge_spikes(dcsgd: Sequence[dict[str, Any]], sign: Sequence[dict[str, Any]]
     else:
         measured = float(e_dc.mean() - e_sign.mean())
         se = float(math.sqrt(e_dc.var(ddof=1) / e_dc.size + e_sign.var(ddof=1) / e_sign.size))
-    tolerance = k * (se if math.isfinite(se) else 0.0) + budget
-    verdict = "pass" if measured > tolerance else "fail"
-    return {
-        "verdict": verdict, "quantity": "mean largest loss excursion, DCSGD minus DSignSGD "
-                                        "(nats)",
-        "measured": measured, "predicted": "> 0 (DCSGD spikes, DSignSGD does not)",
-        "tolerance": tolerance,
-        "rule": f"pass when DCSGD's mean largest excursion exceeds DSignSGD's by more than "
-                f"{k:g} se + {budget:g} nats (the budget for wiggles of a decreasing loss)",
-        "se": se, "excursions_dcsgd": e_dc.tolist(), "excursions_dsignsgd": e_sign.tolist(),
-        "detail": f"Δ excursion {measured:+.3f} vs tolerance {tolerance:.3f} "
-                  f"(DCSGD {np.round(e_dc, 3).tolist()}, DSignSGD "
-                  f"{np.round(e_sign, 3).tolist()})"}
+    threshold = k * (se if math.isfinite(se) else 0.0) + budget
+    entry = check("mean largest loss excursion, DCSGD minus DSignSGD (nats)", measured,
+                  threshold, relation="at_least", k=0.0,
+                  rule=f"DCSGD's mean largest excursion exceeds DSignSGD's by at least {k:g} se "
+                       f"+ {budget:g} nats (the budget for wiggles of a decreasing loss)")
+    return panel_verdict([entry], se=se, excursions_dcsgd=e_dc.tolist(),
+                         excursions_dsignsgd=e_sign.tolist(),
+                         detail=f"Δ excursion {measured:+.3f} vs threshold {threshold:.3f} "
+                                f"(DCSGD {np.round(e_dc, 3).tolist()}, DSignSGD "
+                                f"{np.round(e_sign, 3).tolist()})")
 
 
 def judge_factor(panel: Panel) -> dict[str, Any]:
-    """The (1+ω) verdict: :func:`.deep_figure.judge` with the keys every verdict carries."""
-    j = judge(panel)
-    worst = max((abs(r["gap"]) for r in j.get("runs", []) if r["role"] == "follows"),
-                default=math.nan)
-    return j | {"quantity": "final training loss of DCSGD at the (1+ω)B rule minus DSGD's "
-                            "(nats)",
-                "measured": worst, "predicted": 0.0, "tolerance": j.get("tolerance", math.nan),
-                "rule": "pass when DCSGD at (η, (1+ω)B, N) lies within the 99 % prediction "
-                        "interval of the DSGD seeds and DCSGD at (η, B, N) outside it"}
+    """The (1+ω) verdict: :func:`.deep_figure.judge` (arms inside / outside the reference's
+    prediction interval)."""
+    return judge(panel)
 
 
 def predict(noise: dict[str, Any]) -> dict[str, Any]:
@@ -293,7 +283,8 @@ def _plot_runs(ax: Any, panel: Panel, prediction: str) -> None:
     j = panel.judgement
     ax.set_title(f"{panel.title}\n{textwrap.fill('prediction: ' + prediction, 95)}\n"
                  f"verdict: {j.get('verdict', '?').upper()} — measured {j.get('measured', 0):.3g}"
-                 f", tolerance {j.get('tolerance', 0):.3g}", fontsize=8)
+                 f", predicted {j.get('predicted', 0):.3g} ± {j.get('tolerance', 0):.3g}",
+                 fontsize=8)
     ax.set_xlabel("step k")
     ax.set_ylabel("training loss (next-token cross-entropy, fixed subset)")
     ax.grid(alpha=0.3)

@@ -17,9 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
 import numpy as np
 
 NOISE_VERSION = "lm-noise-1"
