@@ -50,7 +50,7 @@ WORK = {  # subcommand: (arguments, the work function that must not run)
     "validate": ([*SMALL], "compsde.cli.validate_cmd.validate"),
     "scale": (["--lr", "0.1", "--batch", "8", "--agents", "4", "--target", "dsignsgd",
                "--vary", "lr"], "compsde.cli.scale_cmd.solve"),
-    "demo": (["--runs", "4", "--steps", "5"], "compsde.cli.demo_cmd.simulate"),
+    "demo": (["--runs", "4", "--steps", "5"], "compsde.experiments.demo.simulate"),
     "advise": (["--model", "mlp:hidden=8", "--data", "synthetic:n=256,shape=1x8x8"],
                "compsde.cli.advise_cmd.measure_dataset"),
     "reproduce": (["fig3"], "compsde.cli.reproduce_cmd.run_figure"),
