@@ -140,6 +140,7 @@ def validate(method: str, landscape: str, noise: str, *, lr: float, steps: int,
     errors of the gap (default 4: a per-record false alarm rate of 6e-5).
     """
     z = check_float("z", z, low=0.0, low_open=True)
+    runs = check_int("runs", runs, minimum=2)  # standard errors need two runs
     alg = simulate(method, landscape, noise, lr=lr, steps=steps, runs=runs, **common)
     sde = simulate_sde(method, landscape, noise, lr=lr, steps=steps, runs=runs, dt=dt,
                        stability=stability, moments=moments, **common)
@@ -223,6 +224,7 @@ def lr_sweep(method: str, landscape: str, noise: str, *, lrs: Sequence[float], h
         raise ValueError(f"lrs must hold at least 2 distinct learning rates > 0, got {list(lrs)}")
     horizon = check_float("horizon", horizon, low=0.0, low_open=True)
     substeps = check_int("substeps", substeps, minimum=1)
+    runs = check_int("runs", runs, minimum=2)  # standard errors need two runs
     common.pop("record_every", None)
     errors, ses, details = [], [], []
     for lr in values:

@@ -124,3 +124,11 @@ def test_lr_sweep_bad_input():
         lr_sweep("dsgd", "quadratic:d=1", "gaussian", lrs=[0.1, -0.1], horizon=1.0)
     with pytest.raises(ValueError, match="horizon must be"):
         lr_sweep("dsgd", "quadratic:d=1", "gaussian", lrs=[0.1, 0.05], horizon=0.0)
+
+
+@pytest.mark.parametrize("runs", [1, 0])
+def test_validate_needs_two_runs_for_its_standard_errors(runs):
+    with pytest.raises(ValueError, match="runs"):
+        validate("dsgd", "quadratic:d=1", "gaussian", lr=0.1, steps=2, runs=runs)
+    with pytest.raises(ValueError, match="runs"):
+        lr_sweep("dsgd", "quadratic:d=1", "gaussian", lrs=[0.1, 0.05], horizon=1.0, runs=runs)
