@@ -161,7 +161,8 @@ def simulate(
     config = problem.describe() | {
         "steps": steps, "runs": runs, "seed": seed, "dtype": str(dtype).removeprefix("torch."),
         "record_every": record_every, "diverge_threshold": threshold,
-        "memory_budget": memory_budget, "device": str(device), "kind": "simulation",
+        "memory_budget": memory_budget, "device": str(device), "executor": chosen.spec,
+        "kind": "simulation",
     }
     times = np.array([sum(problem.step_size(k) for k in range(s)) for s in marks]) \
         if problem.lr_schedule != "constant" else marks * problem.lr

@@ -254,6 +254,7 @@ def simulate_sde(
         "steps": steps, "runs": runs, "seed": seed, "dtype": str(dtype).removeprefix("torch."),
         "record_every": record_every, "diverge_threshold": threshold,
         "memory_budget": memory_budget, "device": str(device), "samples": samples,
+        "executor": chosen.spec,
         "kind": "sde",
         "dt": problem.lr / substeps, "substeps": substeps, **sde.describe(),
     }
