@@ -351,7 +351,6 @@ class SignScatterCodec(Codec):
         self._planes = CountPlanes(self.row, world, device)
         count_dtype = torch.uint8 if world < 256 else torch.int32
         self._shard_counts = torch.empty(self.row, dtype=count_dtype, device=device)
-        self._counts = torch.empty(world * self.row, dtype=count_dtype, device=device)
         self.send = torch.empty((world, self.shard_bytes + 1), dtype=torch.uint8,
                                 device=device)
         self.received = torch.empty_like(self.send)
@@ -388,13 +387,12 @@ class SignScatterCodec(Codec):
     def reduce(self, received: Tensor) -> Tensor:
         """This rank's all-gather message from the ``(N, s/8 + 1)`` rows it received."""
         self._bad = int(received[:, self.shard_bytes].sum())
-        self._counter.counts_into(received[:, : self.shard_bytes], self._shard_counts)
-        return self._planes.pack(self._shard_counts, self._message)
+        return self._planes.count_into(received[:, : self.shard_bytes], self._message)
 
     def decode(self, combined: Tensor, key: BucketKey, out: Tensor) -> int:
-        self._planes.unpack_into(combined, self._counts)
-        counts = self._counts.view(self.world, self.row)[:, : self.shard].reshape(-1)
-        out.copy_(counts[: self.d]).mul_(2.0 / self.world).sub_(1.0)
+        counts = self._planes.unpack_into(combined)
+        counts = counts.view(self.world, self.row)[:, : self.shard].reshape(-1)[: self.d]
+        out.copy_(counts).mul_(2.0 / self.world).sub_(1.0)
         return self._bad
 
     def shard_mean(self, received: Tensor, out: Tensor) -> int:
