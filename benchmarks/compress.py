@@ -28,7 +28,8 @@ from compsde.compressors import make
 
 def _wire_cases(x: torch.Tensor, out: torch.Tensor) -> dict[str, Callable[[], object]]:
     """One rank's encode and decode of the DSignSGD wires on ``x`` (module docstring)."""
-    from compsde.distributed.codecs import BucketKey, SignBitsCodec, SignScatterCodec
+    from compsde.distributed.codecs import BucketKey
+    from compsde.distributed.sign_codecs import SignBitsCodec, SignScatterCodec
 
     key = BucketKey(0, 0, 0, 0)
     cpu = torch.device("cpu")
