@@ -6,7 +6,10 @@ Side by side in one run, interleaved round-robin so machine noise hits every row
 - Rand-k (ratio 0.01): ``encode`` (draw the k indices + gather the values: the compression that
   is sent), ``decode`` into a preallocated tensor, and the dense ``__call__``;
 - sign: ``encode`` (pack 1 bit per entry), ``decode`` into a preallocated tensor, both together,
-  and ``decode`` into fresh memory.
+  and ``decode`` into fresh memory;
+- the DSignSGD wires of the DDP hook, one rank's work per bucket with the collectives left out:
+  the bit all-gather at N = 2 (pack + mean of the 2 gathered rows) and the sign reduce-scatter
+  at N = 8 (pack + count this rank's shard + unpack the 8 count planes into the mean).
 Targets: Rand-k compression and sign encode+decode each ≤ 2× the plain copy.
 
     python benchmarks/compress.py [--d 11000000] [--repeats 21]
@@ -21,6 +24,32 @@ import torch
 
 from _common import interleaved, print_table, save
 from compsde.compressors import make
+
+
+def _wire_cases(x: torch.Tensor, out: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """One rank's encode and decode of the DSignSGD wires on ``x`` (module docstring)."""
+    from compsde.distributed.codecs import BucketKey
+    from compsde.distributed.sign_codecs import SignBitsCodec, SignScatterCodec
+
+    key = BucketKey(0, 0, 0, 0)
+    cpu = torch.device("cpu")
+    bits = SignBitsCodec(x.numel(), 2, x.dtype, cpu)
+    gathered = torch.stack([bits.encode(x, key, False).clone()] * 2)
+    scatter = SignScatterCodec(x.numel(), 8, x.dtype, cpu)
+    received = scatter.encode(x, key, False).clone()
+    planes = torch.stack([scatter.reduce(received).clone()] * 8)
+
+    def bits_round() -> None:
+        bits.encode(x, key, False)
+        bits.decode(gathered, key, out)
+
+    def scatter_round() -> None:
+        scatter.encode(x, key, False)
+        scatter.reduce(received)
+        scatter.decode(planes, key, out)
+
+    return {"wire bits N=2 encode+decode (out=)": bits_round,
+            "wire scatter N=8 encode+count+decode (out=)": scatter_round}
 
 
 def main() -> None:
@@ -49,6 +78,7 @@ def main() -> None:
         "sign encode+decode (out=)": lambda: sign.decode(sign.encode(x), out=out),
         "sign encode+decode (fresh)": lambda: sign.decode(sign.encode(x)),
     }
+    cases.update(_wire_cases(x, out))
     times = interleaved(cases, args.repeats)
     copy = times["copy (preallocated)"]
     ratios = {name: t / copy for name, t in times.items()}
@@ -64,7 +94,9 @@ def main() -> None:
         "repeats": args.repeats,
         "seconds": times,
         "ratio_to_copy": ratios,
-        "targets": {"randk encode": 2.0, "sign encode+decode (out=)": 2.0},
+        "targets": {"randk encode": 2.0, "sign encode+decode (out=)": 2.0,
+                    "wire bits N=2 encode+decode (out=)": 2.0,
+                    "wire scatter N=8 encode+count+decode (out=)": 2.0},
     })
     print(f"wrote {path}")
 

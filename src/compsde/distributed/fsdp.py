@@ -33,8 +33,9 @@ from torch.distributed.fsdp import FSDPModule
 from torch.distributed.fsdp._fully_shard._fsdp_api import ReduceScatter
 
 from ..methods import Method
-from .codecs import ALLREDUCE, SCATTER, BucketKey, Codec, SignScatterCodec, all_finite
+from .codecs import ALLREDUCE, SCATTER, BucketKey, Codec, all_finite
 from .protocol import Protocol
+from .sign_codecs import SignScatterCodec
 from .wire import allreduce_bytes
 
 _all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor

@@ -78,7 +78,7 @@ def _load_checkpoint(config: TrainConfig, world: int, device: torch.device) -> d
     if not path.is_file():
         raise ValueError(f"resume: no checkpoint at {path}; run with --checkpoint-every K first")
     ckpt = torch.load(path, map_location=device, weights_only=False)
-    saved, wanted = ckpt["config"], config.run_key()
+    saved, wanted = {"parallel": "ddp", **ckpt["config"]}, config.run_key()  # older: DDP
     diff = [k for k in wanted if saved.get(k) != wanted[k]]
     if diff:
         raise ValueError("resume: the checkpoint was made with other settings ("

@@ -3,7 +3,9 @@ DSGD, DCSGD or DSignSGD (THEORY.md §2).
 
 Launch with ``torchrun --nproc-per-node N -m compsde.distributed.train --model mlp --method
 dsignsgd ...``: each rank trains on its shard of an offline data set (:mod:`compsde.nn.data`),
-DDP + our hook (:func:`compsde.distributed.register`) averages the messages, plain SGD steps.
+DDP + our hook (:func:`compsde.distributed.register`) averages the messages, plain SGD steps;
+with ``--parallel fsdp`` every block is sharded with FSDP2's ``fully_shard`` and our
+reduce-scatter leaves each rank its shard of the mean message (:mod:`.fsdp`).
 Without torchrun it runs as one rank (with a note), or ``--simulate-agents N`` runs N agents in
 one process with the same algorithm and no collectives (:class:`AgentSimulator`).
 

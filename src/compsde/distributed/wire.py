@@ -273,35 +273,53 @@ class CountPlanes:
         out.copy_(torch.from_numpy(np.packbits(planes, axis=1).reshape(-1)))
         return out
 
-    def unpack_into(self, gathered: Tensor, out: Tensor) -> Tensor:
+    def count_into(self, rows: Tensor, out: Tensor) -> Tensor:
+        """The planes of the per-coordinate number of set bits of ``(N, s/8)`` packed rows,
+        into ``out`` (``b·s/8`` uint8): a bit-sliced ripple-carry sum, ``2·N·b`` bitwise
+        passes over ``s/8`` bytes (no per-coordinate integers; a count never exceeds ``b``
+        bits, so no carry is lost)."""
+        bits, width = self.bits, self.plane_bytes
+        planes = out.view(bits, width)
+        planes.zero_()
+        carry = torch.empty(width, dtype=torch.uint8, device=rows.device)
+        spare = torch.empty_like(carry)
+        for row in range(rows.shape[0]):
+            carry.copy_(rows[row])
+            for weight in range(bits):                 # least significant plane first
+                plane = planes[bits - 1 - weight]
+                torch.bitwise_and(plane, carry, out=spare)
+                plane.bitwise_xor_(carry)
+                carry, spare = spare, carry
+        return out
+
+    def unpack_into(self, gathered: Tensor, out: Tensor | None = None) -> Tensor:
         """Counts of all ``N·s`` coordinates (shard-major) from ``(N, b·s/8)`` planes, into
-        ``out`` (any dtype able to hold ``N``); returns ``out``."""
+        ``out`` (any dtype able to hold ``N``); returns ``out``. Without ``out`` (N ≤ 255) it
+        returns a uint8 view of an internal buffer, valid until the next call."""
         rows = gathered.shape[0]
         planes = gathered.reshape(rows, self.bits, self.plane_bytes)
         if self.world > SIGN_COUNT_MAX:
             bits = np.unpackbits(planes.cpu().numpy(), axis=2).astype(np.int32)
-            total = (bits << self._shifts[None, :, None]).sum(axis=1)
-            return out.copy_(torch.from_numpy(total.reshape(-1)))
-        if self._table is None:
-            self._table = _word_table(self.device)
+            total = torch.from_numpy((bits << self._shifts[None, :, None]).sum(axis=1))
+            return total.reshape(-1).to(self.device) if out is None else out.copy_(
+                total.reshape(-1))
+        if self._table is None:           # plane p's table: bytes of 0 or 2^(b−1−p)
+            words = _word_table(self.device)
+            self._table = [words << (self.bits - 1 - p) for p in range(self.bits)]
             self._index = torch.empty((rows, self.plane_bytes), dtype=torch.int32,
                                       device=self.device)
-            self._words = torch.empty((rows, self.plane_bytes), dtype=torch.int64,
+            self._words = torch.empty(rows * self.plane_bytes, dtype=torch.int64,
                                       device=self.device)
-            self._acc = torch.empty((rows, self.plane_bytes), dtype=torch.int64,
+            self._acc = torch.empty(rows * self.plane_bytes, dtype=torch.int64,
                                     device=self.device)
         for plane in range(self.bits):
             self._index.copy_(planes[:, plane])
-            torch.index_select(self._table, 0, self._index.view(-1),
-                               out=self._words.view(-1))
-            shift = self.bits - 1 - plane
-            if plane == 0:
-                torch.mul(self._words, 1 << shift, out=self._acc)
-            elif shift:
-                self._acc.add_(self._words, alpha=1 << shift)
-            else:
+            target = self._acc if plane == 0 else self._words
+            torch.index_select(self._table[plane], 0, self._index.view(-1), out=target)
+            if plane:
                 self._acc.add_(self._words)
-        return out.copy_(self._acc.view(torch.uint8).view(-1))
+        counts = self._acc.view(torch.uint8)
+        return counts if out is None else out.copy_(counts)
 
 
 def bucket_traffic(method: str, compressor, d: int, world: int, *, sign_wire: str = "auto",

@@ -1,0 +1,171 @@
+"""DSignSGD's codecs (THEORY.md §2: the server mean of the ranks' signs, not a majority vote).
+
+Three wires with bitwise the same result (:func:`.wire.sign_wire_traffic` gives their sizes):
+:class:`SignBitsCodec` (all-gather of packed signs), :class:`SignInt8Codec` (uint8 allreduce of
+one byte per sign) and :class:`SignScatterCodec` (the sign reduce-scatter: all-to-all of packed
+signs, per-shard counts, all-gather of the counts' bit planes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .codecs import ALL_GATHER, ALLREDUCE, SCATTER, BucketKey, Codec
+from .wire import (
+    CountPlanes,
+    SignCounter,
+    SignPacker,
+    all_to_all_bytes,
+    packed_nbytes,
+    sign_shard,
+    sign_wire_traffic,
+)
+
+
+class SignBitsCodec(Codec):
+    """DSignSGD: all-gather ``ceil(d/8)`` sign bytes + a status byte per rank, then the server
+    mean ``mean_i sign(g_i)`` (THEORY.md §2; not a majority vote)."""
+
+    collective = ALL_GATHER
+
+    def __init__(self, d: int, world: int, dtype: torch.dtype, device: torch.device):
+        super().__init__(d, world, dtype, device)
+        self.nbytes = packed_nbytes(d)
+        self._packer = SignPacker(d, device)
+        self._counter = SignCounter(d, world, device)
+        self._payload = torch.empty(self.nbytes + 1, dtype=torch.uint8, device=device)
+        self.gather_buffer(self.nbytes + 1, torch.uint8)
+
+    def encode(self, grad: Tensor, key: BucketKey, bad: bool) -> Tensor:
+        self._packer.pack(grad, self._payload[: self.nbytes])
+        self._payload[self.nbytes] = 1 if bad else 0
+        return self._payload
+
+    def decode(self, combined: Tensor, key: BucketKey, out: Tensor) -> int:
+        self._counter.mean_signs(combined[:, : self.nbytes], out)
+        return int(combined[:, self.nbytes].sum())
+
+
+class SignInt8Codec(Codec):
+    """DSignSGD for many agents: each rank sends ``1[g ≥ 0]`` as one byte per coordinate and
+    a uint8 sum-allreduce counts the non-negative ranks (exact for N ≤ 255). Its traffic
+    ``2(N−1)/N · d`` bytes does not grow with N, unlike the bit all-gather's ``(N−1)·d/8``:
+    it is the cheaper wire from about N = 16 on."""
+
+    collective = ALLREDUCE
+    MAX_WORLD = 255
+
+    def __init__(self, d: int, world: int, dtype: torch.dtype, device: torch.device):
+        if world > self.MAX_WORLD:
+            raise ValueError(f"sign_wire 'int8' counts ranks in one byte and supports at most "
+                             f"{self.MAX_WORLD} ranks, got {world}; use sign_wire='bits'")
+        super().__init__(d, world, dtype, device)
+        self._payload = torch.empty(d + 1, dtype=torch.uint8, device=device)
+
+    def encode(self, grad: Tensor, key: BucketKey, bad: bool) -> Tensor:
+        head = self._payload[: self.d]
+        if grad.device.type == "cpu" and grad.dtype in (torch.float16, torch.float32,
+                                                         torch.float64):
+            np.greater_equal(grad.detach().numpy(), 0, out=head.numpy().view(np.bool_))
+        else:
+            head.copy_(grad >= 0)
+        self._payload[self.d] = 1 if bad else 0
+        return self._payload
+
+    def decode(self, combined: Tensor, key: BucketKey, out: Tensor) -> int:
+        out.copy_(combined[: self.d]).mul_(2.0 / self.world).sub_(1.0)
+        return int(combined[self.d])
+
+
+class SignScatterCodec(Codec):
+    """DSignSGD's sign reduce-scatter (THEORY.md §2's server mean, computed shard by shard).
+
+    The bucket is zero-padded to ``N`` shards of ``s`` coordinates (:func:`.wire.sign_shard`).
+    Each rank packs its signs; an all-to-all hands rank ``r`` the ``s/8`` sign bytes (and the
+    status byte) of shard ``r`` from every rank; rank ``r`` counts the non-negative signs of its
+    shard and packs the counts in ``b = ⌈log₂(N + 1)⌉`` bit planes; an all-gather of those
+    ``b·s/8`` bytes gives every rank every count, decoded as ``count·(2/N) − 1`` — the same
+    arithmetic as :class:`SignBitsCodec`, so the mean is bitwise the same.
+
+    With ``shard`` given (FSDP2's layout, ``d = N·shard``), shard ``r`` is entries
+    ``[r·shard, (r+1)·shard)`` and each shard's bits are padded to whole bytes on their own.
+    """
+
+    collective = SCATTER
+
+    def __init__(self, d: int, world: int, dtype: torch.dtype, device: torch.device,
+                 shard: int | None = None):
+        super().__init__(d, world, dtype, device)
+        if shard is not None and shard * world != d:
+            raise ValueError(f"shard {shard} × world {world} must equal d = {d}")
+        self.rows_of_input = shard is not None
+        self.shard = sign_shard(d, world) if shard is None else shard
+        self.row = 8 * packed_nbytes(self.shard)            # padded shard, whole bytes
+        self.shard_bytes = self.row // 8
+        self._mask = (np.zeros((world, self.row), dtype=np.bool_) if device.type == "cpu"
+                      else None)
+        self._weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8,
+                                     device=device)
+        self._counter = SignCounter(self.row, world, device)
+        self._planes = CountPlanes(self.row, world, device)
+        count_dtype = torch.uint8 if world < 256 else torch.int32
+        self._shard_counts = torch.empty(self.row, dtype=count_dtype, device=device)
+        self.send = torch.empty((world, self.shard_bytes + 1), dtype=torch.uint8,
+                                device=device)
+        self.received = torch.empty_like(self.send)
+        self._message = torch.empty(self._planes.nbytes, dtype=torch.uint8, device=device)
+        self.gather_buffer(self._planes.nbytes, torch.uint8)
+        self._bad = 0
+
+    def _pack(self, grad: Tensor) -> None:
+        """Sign bits of ``grad`` (bit 1 = ``x ≥ 0``), shard ``r`` into row ``r`` of send."""
+        if self._mask is not None and grad.dtype in (torch.float16, torch.float32,
+                                                     torch.float64):
+            x = grad.detach().numpy()
+            if self.rows_of_input:
+                np.greater_equal(x.reshape(self.world, self.shard), 0,
+                                 out=self._mask[:, : self.shard])
+            else:
+                np.greater_equal(x, 0, out=self._mask.reshape(-1)[: self.d])
+            packed = torch.from_numpy(np.packbits(self._mask, axis=1))
+        else:
+            bits = torch.zeros((self.world, self.row), dtype=torch.uint8, device=grad.device)
+            if self.rows_of_input:
+                bits[:, : self.shard] = grad.view(self.world, self.shard) >= 0
+            else:
+                bits.view(-1)[: self.d] = grad >= 0
+            packed = (bits.view(self.world, -1, 8) * self._weights).sum(2, dtype=torch.uint8)
+        self.send[:, : self.shard_bytes].copy_(packed)
+
+    def encode(self, grad: Tensor, key: BucketKey, bad: bool) -> Tensor:
+        """The ``(N, s/8 + 1)`` rows of the all-to-all: row ``r`` carries shard ``r``."""
+        self._pack(grad)
+        self.send[:, self.shard_bytes] = 1 if bad else 0
+        return self.send
+
+    def reduce(self, received: Tensor) -> Tensor:
+        """This rank's all-gather message from the ``(N, s/8 + 1)`` rows it received."""
+        self._bad = int(received[:, self.shard_bytes].sum())
+        return self._planes.count_into(received[:, : self.shard_bytes], self._message)
+
+    def decode(self, combined: Tensor, key: BucketKey, out: Tensor) -> int:
+        counts = self._planes.unpack_into(combined)
+        counts = counts.view(self.world, self.row)[:, : self.shard].reshape(-1)[: self.d]
+        out.copy_(counts).mul_(2.0 / self.world).sub_(1.0)
+        return self._bad
+
+    def shard_mean(self, received: Tensor, out: Tensor) -> int:
+        """FSDP2's half: this rank's shard of the mean of signs, from the received rows,
+        into ``out`` (``shard`` entries); returns how many ranks reported non-finite values."""
+        bad = int(received[:, self.shard_bytes].sum())
+        self._counter.counts_into(received[:, : self.shard_bytes], self._shard_counts)
+        out.copy_(self._shard_counts[: self.shard]).mul_(2.0 / self.world).sub_(1.0)
+        return bad
+
+    def traffic(self, payload: Tensor) -> tuple[int, float]:
+        if self.rows_of_input:
+            message = self.shard_bytes + 1
+            return self.world * message, all_to_all_bytes(message, self.world)
+        return sign_wire_traffic("scatter", self.d, self.world)
