@@ -2,8 +2,9 @@
 
 DSGD, DCSGD (Rand-k, k = d/10) and DSignSGD on ``quadratic:d=D`` (kept as its eigenvalues)
 with N = 4 agents and R·d held at ``--numbers`` random draws per step (R = numbers/(N d), at
-least 2 runs), float64. All cases are timed in interleaved rounds, so load changes hit every d
-alike; the target is max/min of the per-unit cost over d ≤ 1.5 for each method.
+least 2 runs), float64, one intra-op thread (as benchmarks/simulate.py: on a shared machine,
+thread barriers otherwise dominate). All cases are timed in interleaved rounds, so load changes
+hit every d alike; the target is max/min of the per-unit cost over d ≤ 1.5 for each method.
 
     python benchmarks/dimension.py [--steps 4] [--repeats 2] [--numbers 8000000]
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import time
+
+import torch
 
 from _common import interleaved, print_table, save
 from compsde import simulate
@@ -36,6 +39,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--numbers", type=int, default=8_000_000)
     args = parser.parse_args()
+    torch.set_num_threads(1)
     started = time.perf_counter()
     runs = {d: max(2, args.numbers // (N * d)) for d in DIMS}
     cases = {(name, d): case(spec(d), d, runs[d], args.steps)

@@ -7,7 +7,7 @@ agents simulated in one process, ``--steps`` steps each), computed by
 Ray's overhead per task is the wall time of ``--tiny`` trivial tasks on Ray minus the same
 tasks run locally, per task.
 
-    python benchmarks/sweep.py [--runs 8] [--steps 60] [--tiny 200]
+    python benchmarks/sweep.py [--runs 8] [--steps 300] [--tiny 200]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def timed_sweep(spec: str, items: list[dict], folder: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--tiny", type=int, default=200)
     args = parser.parse_args()
     import ray

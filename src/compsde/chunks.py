@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .executors import Executor, LocalExecutor
 
-CHUNK_NUMBERS = 1 << 18       # random draws per step in one chunk (2 MB of float64)
+CHUNK_NUMBERS = 1 << 20  # random draws per step in one chunk (8 MB of float64)
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of per-step working set allowed per worker
 
 
