@@ -275,11 +275,22 @@ COLORS = {"DSGD": "black", "DCSGD (1+ω)B": "tab:red", "DCSGD B": "salmon",
 
 def _plot_runs(ax: Any, panel: Panel, prediction: str) -> None:
     shown: set[str] = set()
+    start = max(float(r["loss"][0]) for r in panel.results if r["loss"][0] is not None)
+    top = 1.15 * start                      # a diverged run leaves the axis: marked with ×
     for arm, result in zip(panel.arms, panel.results, strict=True):
         y = np.array([np.nan if v is None else v for v in result["loss"]], dtype=float)
         label = None if arm.label in shown else f"{arm.label}: {arm.rule}"
         shown.add(arm.label)
-        ax.plot(result["steps"], y, color=COLORS[arm.label], lw=1.1, alpha=0.8, label=label)
+        ax.plot(result["steps"], np.minimum(y, top), color=COLORS[arm.label], lw=1.1,
+                alpha=0.8, label=label)
+        above = np.nonzero(~(y <= top))[0]
+        if result.get("diverged") or above.size:
+            k = result["steps"][int(above[0])] if above.size else result["steps"][-1]
+            ax.plot([k], [top], "x", color=COLORS[arm.label], ms=9, mew=2)
+            ax.annotate("diverged" if result.get("diverged") else "off scale", (k, top),
+                        textcoords="offset points", xytext=(4, -10), fontsize=7,
+                        color=COLORS[arm.label])
+    ax.set_ylim(None, top * 1.02)
     j = panel.judgement
     ax.set_title(f"{panel.title}\n{textwrap.fill('prediction: ' + prediction, 95)}\n"
                  f"verdict: {j.get('verdict', '?').upper()} — measured {j.get('measured', 0):.3g}"
