@@ -22,15 +22,13 @@ def _group_of(model: nn.Module, name: str, head: str | None) -> str:
     from .gpt import GPT
     from .models import ViT, _Block
 
-    owner_name, _, leaf = name.rpartition(".")
+    owner_name = name.rpartition(".")[0]
     owner = model.get_submodule(owner_name) if owner_name else model
     parent_name = owner_name.rpartition(".")[0]
     parent = model.get_submodule(parent_name) if parent_name else model
-    if isinstance(owner, nn.Embedding) or (isinstance(owner, (GPT, ViT)) and leaf in
-                                           ("pos", "cls")):
-        return "embeddings"
-    if isinstance(owner, ViT) or (owner_name == "embed" and isinstance(model, ViT)):
-        return "embeddings"
+    if isinstance(owner, (nn.Embedding, GPT, ViT)) or (owner_name == "embed" and
+                                                        isinstance(model, ViT)):
+        return "embeddings"               # token/patch embeddings, positions, class token
     if isinstance(owner, _NORMS):
         return "norms"
     if isinstance(owner, nn.Conv2d):
