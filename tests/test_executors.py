@@ -103,6 +103,7 @@ def test_ray_simulate_matches_local_bitwise_and_sweeps_resume(ray_cluster, tmp_p
     local = json.loads((tmp_path / "local" / "result.json").read_text())
     remote = json.loads((tmp_path / "ray" / "result.json").read_text())
     local.pop("seconds"), remote.pop("seconds")
+    assert (local["config"].pop("executor"), remote["config"].pop("executor")) == ("local", "ray")
     assert remote == local
 
     # a sweep whose second run raises: reported with its config; finished runs stay cached

@@ -54,8 +54,10 @@ def test_validate_command(tmp_path, capsys):
                  *SMALL, "--runs", "200", "--plot", "--lr-sweep", "0.04,0.02",
                  "--horizon", "0.4"])
     out = read(tmp_path)
-    assert code == (0 if out["verdict"] == "pass" else 1)
+    passed = out["verdict"] == "pass" and out["lr_sweep"]["verdict"] == "pass"
+    assert code == (0 if passed else 1)   # the sweep's own verdict counts too
     assert {"algorithm", "sde", "max_relative_gap", "max_z", "lr_sweep"} <= set(out)
+    assert {"quantity", "measured", "predicted", "tolerance", "rule"} <= set(out["lr_sweep"])
     assert len(out["lr_sweep"]["weak_error"]) == 2
     assert (tmp_path / "loss.png").is_file()
     assert "weak error ~ lr^" in capsys.readouterr().out
