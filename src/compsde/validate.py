@@ -35,6 +35,22 @@ def _curve(result: RunResult, z_ci: float = 1.96) -> dict[str, Any]:
             "diverged_fraction": result.diverged_fraction}
 
 
+def _gap_statistics(values_a: np.ndarray, se_a: np.ndarray, values_b: np.ndarray,
+                    se_b: np.ndarray, steps: np.ndarray, z: float,
+                    skip_first: bool) -> dict[str, Any]:
+    """Per-record gap of two independent curves against ``z · √(se_a² + se_b²)``."""
+    gap = np.abs(values_a - values_b)
+    se = np.hypot(se_a, se_b)
+    tol = z * se
+    rows = slice(1, None) if skip_first and len(gap) > 1 else slice(None)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        zs = np.where(se > 0, gap / se, np.where(gap > 0, np.inf, 0.0))
+    worst = int(np.nanargmax(zs[rows])) + (rows.start or 0)
+    return {"gap": gap, "tolerance": tol, "z": z, "max_z": float(np.nanmax(zs[rows])),
+            "max_z_step": int(steps[worst]), "rows": rows,
+            "agree": bool(np.isfinite(gap[rows]).all() and (gap[rows] <= tol[rows]).all())}
+
+
 def compare_curves(a: RunResult, b: RunResult, z: float = Z_DEFAULT,
                    skip_first: bool = True) -> dict[str, Any]:
     """Gap statistics of two independent mean-loss curves recorded at the same steps.
@@ -45,19 +61,12 @@ def compare_curves(a: RunResult, b: RunResult, z: float = Z_DEFAULT,
     if a.loss_mean.shape != b.loss_mean.shape:
         raise ValueError(f"the two results must have the same records, got "
                          f"{a.loss_mean.shape} and {b.loss_mean.shape}")
-    gap = np.abs(a.loss_mean - b.loss_mean)
-    se = np.sqrt(a.loss_se**2 + b.loss_se**2)
-    tol = z * se
-    rows = slice(1, None) if skip_first and len(gap) > 1 else slice(None)
+    stats = _gap_statistics(a.loss_mean, a.loss_se, b.loss_mean, b.loss_se, a.steps, z,
+                            skip_first)
+    rows = stats.pop("rows")
     with np.errstate(invalid="ignore", divide="ignore"):
-        zs = np.where(se > 0, gap / se, np.where(gap > 0, np.inf, 0.0))
-        rel = gap / np.abs(a.loss_mean)
-    worst = int(np.nanargmax(zs[rows])) + (rows.start or 0)
-    finite = np.isfinite(gap[rows]).all()
-    return {"gap": gap, "tolerance": tol, "z": z, "max_z": float(np.nanmax(zs[rows])),
-            "max_z_step": int(a.steps[worst]),
-            "max_relative_gap": float(np.nanmax(rel[rows])),
-            "agree": bool(finite and (gap[rows] <= tol[rows]).all())}
+        rel = stats["gap"] / np.abs(a.loss_mean)
+    return stats | {"max_relative_gap": float(np.nanmax(rel[rows]))}
 
 
 def spread_curve(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
@@ -88,15 +97,9 @@ def compare_spread(a: RunResult, b: RunResult, z: float = Z_DEFAULT,
     runs does: with ``S`` scaled by c the spread scales by about √c.
     """
     (sa, ea), (sb, eb) = spread_curve(a), spread_curve(b)
-    gap = np.abs(sa - sb)
-    se = np.hypot(ea, eb)
-    rows = slice(1, None) if skip_first and len(gap) > 1 else slice(None)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        zs = np.where(se > 0, gap / se, np.where(gap > 0, np.inf, 0.0))
-    worst = int(np.nanargmax(zs[rows])) + (rows.start or 0)
-    return {"spread_algorithm": sa, "spread_other": sb, "max_z": float(np.nanmax(zs[rows])),
-            "max_z_step": int(a.steps[worst]),
-            "agree": bool(np.isfinite(gap[rows]).all() and (zs[rows] <= z).all())}
+    stats = _gap_statistics(sa, ea, sb, eb, a.steps, z, skip_first)
+    stats.pop("rows")
+    return stats | {"spread_algorithm": sa, "spread_other": sb}
 
 
 @dataclass
