@@ -10,9 +10,12 @@ Side by side in one run, interleaved round-robin so machine noise hits every row
 - the DSignSGD wires of the DDP hook, one rank's work per bucket with the collectives left out:
   the bit all-gather at N = 2 (pack + mean of the 2 gathered rows) and the sign reduce-scatter
   at N = 8 (pack + count this rank's shard + unpack the 8 count planes into the mean).
-Targets: Rand-k compression and sign encode+decode each ≤ 2× the plain copy.
+Targets: Rand-k compression and sign encode+decode each ≤ 2× the plain copy. The wires run
+the compiled kernels of ``compsde.distributed.native`` when they are available (the output says
+which path ran; ``COMPSDE_NATIVE=0`` forces the torch code). ``--threads`` sets torch's
+intra-op threads (default 1: the hooks' one thread per rank, and a single-threaded copy).
 
-    python benchmarks/compress.py [--d 11000000] [--repeats 21]
+    python benchmarks/compress.py [--d 11000000] [--repeats 21] [--threads 1]
 """
 
 from __future__ import annotations
@@ -27,17 +30,23 @@ from compsde.compressors import make
 
 
 def _wire_cases(x: torch.Tensor, out: torch.Tensor) -> dict[str, Callable[[], object]]:
-    """One rank's encode and decode of the DSignSGD wires on ``x`` (module docstring)."""
+    """One rank's encode and decode of the DSignSGD wires on ``x`` (module docstring); the
+    other ranks' messages come from independent gradients, so the counts spread as in a noisy
+    step (messages that agree everywhere would make the decode tables look faster)."""
     from compsde.distributed.codecs import BucketKey
     from compsde.distributed.sign_codecs import SignBitsCodec, SignScatterCodec
 
     key = BucketKey(0, 0, 0, 0)
     cpu = torch.device("cpu")
+    generator = torch.Generator().manual_seed(2)
+    others = [torch.randn(x.numel(), generator=generator) for _ in range(7)]
     bits = SignBitsCodec(x.numel(), 2, x.dtype, cpu)
-    gathered = torch.stack([bits.encode(x, key, False).clone()] * 2)
+    gathered = torch.stack([bits.encode(g, key, False).clone() for g in (x, others[0])])
     scatter = SignScatterCodec(x.numel(), 8, x.dtype, cpu)
-    received = scatter.encode(x, key, False).clone()
-    planes = torch.stack([scatter.reduce(received).clone()] * 8)
+    sent = [scatter.encode(g, key, False).clone() for g in (x, *others)]
+    received = torch.stack([rows[0] for rows in sent])               # this rank's shard 0
+    planes = torch.stack([scatter.reduce(torch.stack([rows[r] for rows in sent])).clone()
+                          for r in range(8)])
 
     def bits_round() -> None:
         bits.encode(x, key, False)
@@ -56,7 +65,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--d", type=int, default=11_000_000)
     parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    from compsde.compressors import native
+
+    kernels = native.status()
 
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(args.d, generator=generator)
@@ -83,12 +99,15 @@ def main() -> None:
     copy = times["copy (preallocated)"]
     ratios = {name: t / copy for name, t in times.items()}
     print(f"d = {args.d:,} float32, median of {args.repeats} interleaved repeats, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads; sign wire kernels: "
+          f"{'compiled' if kernels['available'] else 'torch'} ({kernels['reason']})")
     print_table(["case", "ms", "× copy"],
                 [[name, f"{times[name] * 1e3:.2f}", f"{ratios[name]:.2f}"] for name in cases])
     path = save("compress", {
         "command": "python benchmarks/compress.py "
-                   f"--d {args.d} --repeats {args.repeats}",
+                   f"--d {args.d} --repeats {args.repeats} --threads {args.threads}",
+        "threads": args.threads,
+        "kernels": kernels,
         "d": args.d,
         "dtype": "float32",
         "repeats": args.repeats,

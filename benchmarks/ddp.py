@@ -15,7 +15,10 @@ Variants, in one process group per network and world size:
   ``fsdp-dsignsgd`` (our sign reduce-scatter on the same sharding).
 
 The variants take turns step by step (after a barrier), so load from other processes on the
-machine hits them alike; the table shows the median step time of each.
+machine hits them alike; the table shows the median step time of each (rank 0's).
+``local-sgd-sync`` is ``local-sgd`` followed by a barrier: a synchronous step cannot end before
+its slowest rank has its gradient, so this is the compute floor the advisor adds its codec and
+network terms to (with 8 ranks on 2 cores the ranks finish their backward passes far apart).
 
 Networks: plain loopback, and N network namespaces on a bridge (in a namespace of its own),
 each rank's veth limited to ``--rate`` (1 Gbit/s) in both directions with ``tc tbf`` (created
@@ -23,8 +26,14 @@ and removed by this script; skipped with a message where that is not permitted).
 the bytes each rank really sent are read from its veth's counters (headers included) beside the
 analytic count: the hooks' byte counters for ours, the ring sizes for PyTorch's. FSDP rows also
 move the parameters' all-gathers (forward and backward), counted in their analytic column.
-``advisor ms`` is the advisor's prediction (``compsde.advise.network``: the same bytes, alpha-beta
-with ``--rate`` and 50 µs latency) added to the measured ``local-sgd`` floor.
+``advisor ms`` is the advisor's step time (:func:`predicted_ms`): the measured compute floor
+(``local-sgd-sync``), plus the advisor's codec term (``adv. codec``: ``compsde.advise.codec_time``
+timed by all ranks at once), plus the alpha-beta time of the variant's bytes
+(``compsde.advise.network``, the hooks' own accounting) with bandwidth ``--rate`` and the
+latency α of each collective measured on the same links before the steps: a 4 KB allreduce,
+all-gather and all-to-all, α = time / messages (``2(N−1)`` for the allreduce, ``N−1`` for the
+others). ``codec ms`` is the hooks' own encode/reduce/decode time per step (mean over ranks),
+``cpu ms`` the CPU time of all ranks together per step.
 
     python benchmarks/ddp.py [--world 2 4 8] [--steps 10] [--warmup 3] [--batch 4]
                              [--hidden 2048/2048/2048] [--out results/bench]
@@ -47,12 +56,14 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = ("local-sgd", "fp32-allreduce", "fp16-hook", "powersgd-r1",
+VARIANTS = ("local-sgd", "local-sgd-sync", "fp32-allreduce", "fp16-hook", "powersgd-r1",
             "ours-dsgd", "ours-randk-1%", "ours-dsignsgd", "fsdp-fp32", "fsdp-dsignsgd")
 OURS = {"ours-dsgd": "dsgd", "ours-randk-1%": "dcsgd:randk:ratio=0.01",
-        "ours-dsignsgd": "dsignsgd", "fp32-allreduce": "dsgd"}
+        "ours-dsignsgd": "dsignsgd", "fp32-allreduce": "dsgd",
+        "ours-dsignsgd-bits": "dsignsgd", "ours-dsignsgd-scatter": "dsignsgd"}
+SIGN_WIRES = {"ours-dsignsgd-bits": "bits", "ours-dsignsgd-scatter": "scatter"}
 HUB = f"csde{os.getpid()}h"
-LATENCY = 50e-6
+PROBE_BYTES = 4096
 
 
 def _ns(rank: int) -> str:
@@ -112,8 +123,8 @@ def _build(variant: str, args: argparse.Namespace, world: int) -> dict:
         return {"variant": variant, "d": d, "net": net, "state": state, "analytic": analytic,
                 "extra": gathers, "opt": optim.SGD(model.parameters(), lr=1e-4), "times": [],
                 "tx": 0, "rx": 0}
-    if variant != "local-sgd":
-        cap = 1000 if variant == "powersgd-r1" else 25
+    if not variant.startswith("local-sgd"):
+        cap = 1000 if variant == "powersgd-r1" else args.bucket_mb
         net = nn.parallel.DistributedDataParallel(model, bucket_cap_mb=cap,
                                                   gradient_as_bucket_view=args.bucket_view)
         analytic = allreduce_bytes(4 * d, world)
@@ -127,10 +138,75 @@ def _build(variant: str, args: argparse.Namespace, world: int) -> dict:
                                                   start_powerSGD_iter=2), psgd.powerSGD_hook)
         analytic = _powersgd_bytes(model, world)
     elif variant.startswith("ours"):
-        state = register(net, OURS[variant], seed=0)
+        state = register(net, OURS[variant], seed=0,
+                         sign_wire=SIGN_WIRES.get(variant, "auto"))
     return {"variant": variant, "d": d, "net": net, "state": state, "analytic": analytic,
             "extra": 0.0, "opt": optim.SGD(model.parameters(), lr=1e-4), "times": [],
             "tx": 0, "rx": 0}
+
+
+def _mean_over_ranks(value: float | None, world: int) -> float | None:
+    """The mean of ``value`` over all ranks (every rank calls this in the same order)."""
+    import torch.distributed as dist
+
+    values: list = [None] * world
+    dist.all_gather_object(values, value)
+    return None if value is None else sum(values) / world
+
+
+def _latency_probes(world: int, repeats: int = 15) -> dict[str, float]:
+    """Seconds of a ``PROBE_BYTES`` allreduce, all-gather and all-to-all on this group (median
+    of ``repeats`` after a barrier each; mean over ranks): the latency of each collective."""
+    import statistics
+
+    import torch
+    import torch.distributed as dist
+
+    n = PROBE_BYTES
+    cases = {
+        "allreduce": (torch.zeros(n // 4), None,
+                      lambda x, y: dist.all_reduce(x)),
+        "all_gather": (torch.zeros(n, dtype=torch.uint8),
+                       torch.empty(world * n, dtype=torch.uint8),
+                       lambda x, y: dist.all_gather_single(y, x)),
+        "all_to_all": (torch.zeros(world * n, dtype=torch.uint8),
+                       torch.empty(world * n, dtype=torch.uint8),
+                       lambda x, y: dist.all_to_all_single(y, x)),
+    }
+    out = {}
+    for kind, (x, y, run) in cases.items():
+        times = []
+        for _ in range(repeats + 2):
+            dist.barrier()
+            started = time.perf_counter()
+            run(x, y)
+            times.append(time.perf_counter() - started)
+        out[kind] = _mean_over_ranks(statistics.median(times[2:]), world)
+    return out
+
+
+def _advisor_codec_ms(runs: list[dict], world: int) -> dict[str, float]:
+    """The advisor's codec term (``compsde.advise.codec_time``) of each of our variants, timed
+    by all ranks at once (so under the same sharing of the cores as the steps), mean over
+    ranks; 0 for fp32 allreduce, which has no codec."""
+    import torch.distributed as dist
+
+    from compsde import methods
+    from compsde.advise.codec_time import codec_seconds
+
+    out = {}
+    for run in runs:
+        spec = OURS.get(run["variant"])
+        if spec is None:
+            continue
+        seconds = 0.0
+        if run["variant"] != "fp32-allreduce":
+            method = methods.make(spec)
+            dist.barrier()
+            seconds = codec_seconds(method.name, method.compressor, run["d"], world,
+                                    sign_wire=SIGN_WIRES.get(run["variant"], "auto"))
+        out[run["variant"]] = _mean_over_ranks(1e3 * seconds, world)
+    return out
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -147,31 +223,38 @@ def worker(args: argparse.Namespace) -> None:
     gen = torch.Generator().manual_seed(rank)
     x = torch.randn(args.batch, 1, 28, 28, generator=gen)
     y = torch.randint(10, (args.batch,), generator=gen)
+    probes = _latency_probes(world)
     runs = [_build(v, args, world) for v in args.variants]
     for step in range(args.warmup + args.steps):
         for run in runs:
             if step == args.warmup and run["state"] is not None:
                 run["counted0"] = run["state"].bytes_sent
+                run["codec0"] = run["state"].codec_seconds
             dist.barrier()
             sent0, recv0 = _counter(iface, "tx"), _counter(iface, "rx")
-            started = time.perf_counter()
+            started, cpu0 = time.perf_counter(), time.process_time()
             run["opt"].zero_grad(set_to_none=not args.bucket_view)
             nn.functional.cross_entropy(run["net"](x), y).backward()
             run["opt"].step()
+            if run["variant"] == "local-sgd-sync":
+                dist.barrier()
             elapsed = time.perf_counter() - started
             if step >= args.warmup:
                 run["times"].append(elapsed)
+                run["cpu"] = run.get("cpu", 0.0) + time.process_time() - cpu0
                 if sent0 is not None:
                     run["tx"] += _counter(iface, "tx") - sent0
                     run["rx"] += _counter(iface, "rx") - recv0
+    advisor_codec = _advisor_codec_ms(runs, world)
     rows = []
     for run in runs:
         timed = sorted(run["times"])
         analytic = run["analytic"]
-        counted = None
+        counted = hook_codec = None
         if run["state"] is not None:
             counted = (run["state"].bytes_sent - run["counted0"]) / args.steps
             analytic = counted + run["extra"]
+            hook_codec = 1e3 * (run["state"].codec_seconds - run["codec0"]) / args.steps
         rows.append({
             "world": world, "bytes_per_step_counted": counted,
             "variant": run["variant"], "parameters": run["d"],
@@ -180,6 +263,10 @@ def worker(args: argparse.Namespace) -> None:
             "bytes_per_step_analytic": analytic,
             "bytes_per_step_measured_tx": run["tx"] / args.steps if iface else None,
             "bytes_per_step_measured_rx": run["rx"] / args.steps if iface else None,
+            "hook_codec_ms": _mean_over_ranks(hook_codec, world),
+            "cpu_ms_all_ranks": world * _mean_over_ranks(1e3 * run["cpu"] / args.steps, world),
+            "advisor_codec_ms": advisor_codec.get(run["variant"]),
+            "latency_probe_s": probes,
         })
     if rank == 0:
         Path(args.result).write_text(json.dumps(rows))
@@ -236,7 +323,8 @@ def launch(args: argparse.Namespace, network: str, world: int, tmp: Path) -> lis
                    PYTHONWARNINGS="ignore")
         cmd = [sys.executable, __file__, "--worker", "--init", init, "--result", str(result),
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch",
-               str(args.batch), "--hidden", args.hidden, "--variants", *args.variants,
+               str(args.batch), "--hidden", args.hidden, "--bucket-mb", str(args.bucket_mb),
+               "--variants", *args.variants,
                "--bucket-view" if args.bucket_view else "--no-bucket-view"]
         if network == "link":
             env["GLOO_SOCKET_IFNAME"] = _veth(rank, "a")
@@ -250,31 +338,54 @@ def launch(args: argparse.Namespace, network: str, world: int, tmp: Path) -> lis
     return json.loads(result.read_text())
 
 
+def latency_for(kind: str, row: dict) -> float:
+    """α of the collective ``kind`` from the row's probes (module docstring): the sign
+    reduce-scatter is two all-to-alls, so its ``2(N−1)`` messages take the all-to-all's α."""
+    world = row["world"]
+    probes = row["latency_probe_s"]
+    if kind == "allreduce":
+        return probes["allreduce"] / (2 * (world - 1))
+    if kind == "reduce_scatter":
+        return probes["all_to_all"] / (world - 1)
+    return probes["all_gather"] / (world - 1)
+
+
 def predicted_ms(row: dict, floor_ms: float, rate: float) -> float | None:
-    """The advisor's step time: the measured compute floor plus its alpha-beta time of the
-    variant's bytes (``compsde.advise.network.method_traffic``: the hooks' own accounting)."""
+    """The advisor's step time: the measured compute floor, plus the advisor's codec term
+    (``advisor_codec_ms``, timed in the ranks), plus its alpha-beta time of the variant's
+    bytes (``compsde.advise.network``: the hooks' own accounting, for the variant's wire) with
+    the probed latency of its collective."""
     spec = OURS.get(row["variant"])
-    if spec is None:
+    if spec is None or row["world"] < 2:
         return None
     from compsde import methods
-    from compsde.advise.network import method_traffic, traffic_seconds
+    from compsde.advise.network import traffic_seconds
+    from compsde.distributed.wire import bucket_traffic
 
     method = methods.make(spec)
-    kind, _, moved = method_traffic(method.name, method.compressor, row["parameters"],
-                                    row["world"])
-    return floor_ms + 1e3 * traffic_seconds(kind, moved, row["world"], rate, LATENCY)
+    kind, _, moved = bucket_traffic(method.name, method.compressor, row["parameters"],
+                                    row["world"],
+                                    sign_wire=SIGN_WIRES.get(row["variant"], "auto"))
+    codec = row.get("advisor_codec_ms") or 0.0
+    alpha = latency_for(kind, row)
+    return floor_ms + codec + 1e3 * traffic_seconds(kind, moved, row["world"], rate, alpha)
 
 
 def table(rows: list[dict], network: str, rate: float) -> str:
     base = {r["variant"]: r for r in rows}
     fp32 = base.get("fp32-allreduce")
     floor = base.get("local-sgd", {}).get("step_ms_median", 0.0)
+    sync_floor = base.get("local-sgd-sync", {}).get("step_ms_median", floor)
     f16 = base.get("fp16-hook")
     world = rows[0]["world"]
-    lines = [f"\n{network}: {world} ranks, {rows[0]['parameters']:,} parameters",
-             f"{'variant':<16}{'step ms':>10}{'vs fp32':>9}{'vs fp16':>9}{'comm ms':>9}"
+    probes = rows[0]["latency_probe_s"]
+    lines = [f"\n{network}: {world} ranks, {rows[0]['parameters']:,} parameters; latency "
+             f"probes ({PROBE_BYTES} B): " + ", ".join(f"{kind} {1e3 * t:.2f} ms"
+                                                     for kind, t in probes.items()),
+             f"{'variant':<22}{'step ms':>10}{'vs fp32':>9}{'vs fp16':>9}{'comm ms':>9}"
+             f"{'codec ms':>9}{'adv. codec':>11}"
              f"{'advisor ms':>11}{'bytes/step (analytic)':>24}{'measured tx':>14}"
-             f"{'tx/analytic':>12}{'bytes vs fp32':>15}"]
+             f"{'tx/analytic':>12}{'bytes vs fp32':>15}{'cpu ms':>9}"]
     for r in rows:
         step = r["step_ms_median"]
         ratio = step / fp32["step_ms_median"] if fp32 else float("nan")
@@ -284,12 +395,16 @@ def table(rows: list[dict], network: str, rate: float) -> str:
         tx = r["bytes_per_step_measured_tx"]
         txr = (tx / r["bytes_per_step_analytic"] if tx is not None
                and r["bytes_per_step_analytic"] else float("nan"))
-        pred = predicted_ms(r, floor, rate) if network == "link" else None
+        pred = predicted_ms(r, sync_floor, rate) if network == "link" else None
         r["advisor_ms"] = pred
-        lines.append(f"{r['variant']:<16}{step:>10.1f}{ratio:>9.3f}{ratio16:>9.3f}"
-                     f"{step - floor:>9.1f}{'-' if pred is None else f'{pred:.1f}':>11}"
+        hook, adv = r.get("hook_codec_ms"), r.get("advisor_codec_ms")
+        lines.append(f"{r['variant']:<22}{step:>10.1f}{ratio:>9.3f}{ratio16:>9.3f}"
+                     f"{step - floor:>9.1f}{'-' if hook is None else f'{hook:.1f}':>9}"
+                     f"{'-' if adv is None else f'{adv:.1f}':>11}"
+                     f"{'-' if pred is None else f'{pred:.1f}':>11}"
                      f"{r['bytes_per_step_analytic']:>24,.0f}"
-                     f"{'-' if tx is None else f'{tx:,.0f}':>14}{txr:>12.4f}{brat:>15.4f}")
+                     f"{'-' if tx is None else f'{tx:,.0f}':>14}{txr:>12.4f}{brat:>15.4f}"
+                     f"{r['cpu_ms_all_ranks']:>9.1f}")
     return "\n".join(lines)
 
 
@@ -346,6 +461,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--hidden", default="2048/2048/2048", help="the MLP's hidden widths")
     parser.add_argument("--rate", default="1gbit", help="tc tbf rate of every link")
+    parser.add_argument("--bucket-mb", type=float, default=25.0,
+                        help="DDP bucket_cap_mb of every DDP variant but PowerSGD (one bucket)")
     parser.add_argument("--bucket-view", action=argparse.BooleanOptionalAction, default=True,
                         help="DDP gradient_as_bucket_view for every variant (saves two copies)")
     parser.add_argument("--networks", nargs="+", default=["loopback", "link"])
@@ -390,7 +507,7 @@ def main() -> None:
     payload = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
                "date": datetime.datetime.now().isoformat(timespec="seconds"),
                "machine": {"cpus": os.cpu_count(), "platform": sys.platform},
-               "rate": args.rate, "latency_s": LATENCY, "steps": args.steps,
+               "rate": args.rate, "latency_probe_bytes": PROBE_BYTES, "steps": args.steps,
                "batch": args.batch, "hidden": args.hidden, "bucket_view": args.bucket_view,
                "results": results, "skipped": skipped, "targets": verdicts}
     print(f"wrote {write_json(out / 'ddp.json', payload)}")

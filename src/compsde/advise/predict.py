@@ -24,7 +24,8 @@ smaller of the two.
 **Recommendation**: the reference loss is DSGD's (or, if it has none, the lowest finite one);
 every method with a finite loss is brought to it by the batch rule (loss ∝ 1/B at fixed speed:
 factor ``F_m/F_ref``, which is §5's ``(1+ω)/ρ`` for DCSGD); its time per step is
-``t_compute · F_m/F_ref + t_comm`` (alpha-beta, :mod:`.network`); the score is time per step /
+``t_compute · F_m/F_ref + t_codec + t_comm`` (the codec's measured encode + decode time,
+:mod:`.codec_time`; alpha-beta, :mod:`.network`); the score is time per step /
 speed, i.e. wall time to the same loss at the same progress. Lowest score wins; the recommended
 batch is ``⌈B · F_m/F_ref⌉``.
 """
@@ -32,6 +33,7 @@ batch is ``⌈B · F_m/F_ref⌉``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,6 +43,7 @@ from ..diagnose.measure import NoiseMeasurement
 from ..scaling import dcsgd_from_dsgd
 from ..theory import ell, stability_limit
 from . import network
+from .codec_time import codec_seconds as measure_codec
 
 CLOSE_CALL = 1.15     # a runner-up within 15 % of the best score is reported as a close call
 ASSUMPTIONS = (
@@ -52,8 +55,9 @@ ASSUMPTIONS = (
     "E‖∇f‖² ≤ 2L·E f (an upper bound), DSignSGD a Hessian diagonal in the parameters (Phase 3)",
     "DSignSGD runs at the lr matching DSGD's convergence rate, η_s = η·σ_eff/ℓ_ν with "
     "σ_eff = Σσ_j²/Σσ_j",
-    "time per step: compute ∝ batch + ring allreduce/all-gather (alpha-beta); 'matched' raises "
-    "the batch until the predicted stationary loss equals the reference",
+    "time per step: compute ∝ batch + the codec's encode/decode time where measured + ring "
+    "allreduce/all-gather (alpha-beta); 'matched' raises the batch until the predicted "
+    "stationary loss equals the reference",
 )
 
 
@@ -78,6 +82,7 @@ class Prediction:
     moved_bytes: float
     comm_seconds: float | None
     compute_seconds: float | None
+    codec_seconds: float | None = None
     match_factor: float | None = None
     match_batch: int | None = None
     match_lr: float | None = None
@@ -145,13 +150,17 @@ def _no_variance_note(m: NoiseMeasurement) -> str:
 
 def advise(measurement: NoiseMeasurement, *, lr: float, agents: int, batch: int | None = None,
            candidates: list[str] | None = None, bandwidth: float | None = None,
-           latency: float = 50e-6, compute_seconds: float | None = None) -> Advice:
+           latency: float = 50e-6, compute_seconds: float | None = None,
+           codec_seconds: str | Mapping[str, float] | None = None) -> Advice:
     """Predict DSGD, DCSGD (each measured compressor) and DSignSGD and recommend one.
 
     ``candidates`` are the DCSGD compressors to assess (default: every measured one);
     ``batch`` defaults to the batch the noise was measured at (it must match it if both are
     given); ``bandwidth`` in bytes/s (None: communication is free), ``latency`` in seconds;
     ``compute_seconds`` (time of one forward+backward at batch B) defaults to the measured one.
+    ``codec_seconds``: each method's encode + decode time per step, ``"measure"`` to time the
+    hooks' codecs on this machine (:func:`.codec_time.codec_seconds`), a mapping from method
+    spec (``dsgd``, ``dsignsgd``, ``dcsgd:<compressor>``) to seconds, or None (not counted).
     """
     m = measurement
     lr = check_positive("lr", lr)
@@ -182,11 +191,22 @@ def advise(measurement: NoiseMeasurement, *, lr: float, agents: int, batch: int 
     if L is None:
         warnings.append("curvature L unknown or ≤ 0: stability limits and ρ are not applied")
 
+    if isinstance(codec_seconds, str) and codec_seconds != "measure":
+        raise ValueError(f"codec_seconds must be 'measure', a mapping from method spec to "
+                         f"seconds, or None; got {codec_seconds!r}")
+
     def comm(method: str, comp: Any) -> tuple[int, str, float, float | None]:
         kind, payload, moved = network.method_traffic(method, comp, m.d, agents)
         t = None if bandwidth is None else network.traffic_seconds(kind, moved, agents,
                                                                     bandwidth, latency)
         return math.ceil(payload), kind, moved, t
+
+    def codec(spec: str, method: str, comp: Any) -> float | None:
+        if codec_seconds is None:
+            return None
+        if codec_seconds == "measure":
+            return measure_codec(method, comp, m.d, agents)
+        return check_float(f"codec_seconds[{spec!r}]", codec_seconds.get(spec, 0.0), low=0.0)
 
     preds: list[Prediction] = []
     # -- DSGD and DCSGD ------------------------------------------------------------------------
@@ -214,7 +234,8 @@ def advise(measurement: NoiseMeasurement, *, lr: float, agents: int, batch: int 
             agents=agents, stationary_loss=loss, loss_note=note,
             rate=rho if loss is not None else None, drift=1.0 if nu > 1 else None,
             bytes_per_step=nbytes,
-            collective=kind, moved_bytes=moved, comm_seconds=t_comm, compute_seconds=compute))
+            collective=kind, moved_bytes=moved, comm_seconds=t_comm, compute_seconds=compute,
+            codec_seconds=codec(spec, method, comp)))
     # -- DSignSGD ------------------------------------------------------------------------------
     sigma_eff = s2 / s1 if s1 > 0 else 0.0
     lr_sign = lr * sigma_eff / ell_nu
@@ -226,7 +247,8 @@ def advise(measurement: NoiseMeasurement, *, lr: float, agents: int, batch: int 
         loss_note="η_s·Σσ/(4ℓN), Phase 3" if sign_loss is not None else "no noise measured",
         rate=1.0 if sign_loss is not None else None,
         drift=_sign_drift(m, lr_sign / lr), bytes_per_step=nbytes, collective=kind,
-        moved_bytes=moved, comm_seconds=t_comm, compute_seconds=compute)
+        moved_bytes=moved, comm_seconds=t_comm, compute_seconds=compute,
+        codec_seconds=codec("dsignsgd", "dsignsgd", None))
     preds.append(sign)
     if L and sign_loss is not None:
         live = m.fit.scale[~m.fit.degenerate]
@@ -270,7 +292,7 @@ def _recommend(preds: list[Prediction], lr: float, batch: int, agents: int, L: f
         p.match_factor = factor
         p.match_batch = max(1, math.ceil(batch * factor - 1e-9))
         p.match_lr = p.lr * math.sqrt(batch / p.match_batch) if p.method == "dsignsgd" else p.lr
-        step = unit * factor + (p.comm_seconds or 0.0)
+        step = unit * factor + (p.comm_seconds or 0.0) + (p.codec_seconds or 0.0)
         p.score = step / p.speed if p.speed > 0 else math.inf
         p.adjustments = _adjustments(p, ref, lr, batch, agents, L)
     ranked = sorted(finite, key=lambda p: (p.score, p.bytes_per_step))  # type: ignore

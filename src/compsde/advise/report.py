@@ -78,7 +78,7 @@ def group_lines(groups: dict) -> list[str]:
 def table(advice: Advice) -> str:
     """Predictions per method, the recommendation, warnings and assumptions as text."""
     header = ("method", "lr", "stationary loss", "rate", "drift", "ω̂ (bound)", "bytes/step",
-              "collective", "comm ms", "batch@ref", "score")
+              "collective", "codec ms", "comm ms", "batch@ref", "score")
     rows = []
     for p in advice.predictions:
         omega = "" if p.omega is None else f"{p.omega:.3g} ({_g(p.omega_nominal)})"
@@ -87,6 +87,7 @@ def table(advice: Advice) -> str:
             else "infinite var.") + ")"
         rows.append((p.spec, _g(p.lr), loss, _g(p.rate), _g(p.drift), omega,
                      f"{p.bytes_per_step:,}", p.collective,
+                     _g(None if p.codec_seconds is None else 1e3 * p.codec_seconds),
                      _g(None if p.comm_seconds is None else 1e3 * p.comm_seconds),
                      str(p.match_batch or "—"), _g(p.score)))
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -179,6 +180,11 @@ def plot(advice: Advice, path: str | Path) -> Path:
                 for p in advice.predictions]
         ax.bar(pos, comp, color="tab:orange",
                label="compute, at the batch that reaches the reference loss")
+        codec = [1e3 * (p.codec_seconds or 0.0) if p.finite else np.nan
+                 for p in advice.predictions]
+        ax.bar(pos, codec, bottom=np.nan_to_num(comp), color="tab:gray",
+               label="encode + decode (measured here)")
+        comp = list(np.nan_to_num(comp) + np.nan_to_num(codec))
         ax.bar(pos, comm, bottom=np.nan_to_num(comp), color="tab:purple",
                label=f"communication ({advice.bandwidth * 8 / 1e9:.3g} Gbit/s, alpha-beta)")
         scores = [1e3 * p.score if p.finite and p.score is not None and math.isfinite(p.score)

@@ -33,6 +33,10 @@ from .common import prepare_out
               help="per-message latency of the alpha-beta model, e.g. 50us, 0.2ms")
 @click.option("--compute-time", default=None,
               help="time of one forward+backward at batch B, e.g. 6ms (default: measured)")
+@click.option("--codec-time", type=click.Choice(["measure", "none"]), default="measure",
+              show_default=True,
+              help="count each method's encode + decode time per step, timed here on the "
+                   "hooks' own codecs (none: leave it out)")
 @click.option("--compressor", "compressors", multiple=True,
               help=f"DCSGD candidate (repeatable); default {', '.join(DEFAULT_COMPRESSORS)}")
 @click.option("--samples", type=int, default=64, show_default=True,
@@ -55,7 +59,7 @@ from .common import prepare_out
               help="folder for result.json and advise.png; checked before the measurement")
 def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
                    bandwidth: str | None, latency: str, compute_time: str | None,
-                   compressors: tuple[str, ...],
+                   codec_time: str, compressors: tuple[str, ...],
                    samples: int, warmup: int, curvature_batch: int, inject: str | None,
                    seed: int, device: str, threads: int | None, as_json: bool,
                    out: Path) -> None:
@@ -77,11 +81,12 @@ def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
                                   warmup=warmup, curvature_batch=curvature_batch,
                                   inject=inject, seed=seed, compressors=specs, device=device)
     result = advise(measurement, lr=lr, agents=agents, bandwidth=rate, latency=lat,
-                    compute_seconds=compute)
+                    compute_seconds=compute,
+                    codec_seconds=None if codec_time == "none" else "measure")
     seconds = time.perf_counter() - started
     extra = {"command": {"model": model, "data": data, "batch": batch, "agents": agents,
                          "lr": lr, "bandwidth": bandwidth, "latency": latency,
-                         "compute_time": compute_time,
+                         "compute_time": compute_time, "codec_time": codec_time,
                          "compressors": specs, "samples": samples, "warmup": warmup,
                          "curvature_batch": curvature_batch, "inject": inject, "seed": seed,
                          "device": device, "threads": threads},

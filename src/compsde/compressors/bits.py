@@ -4,10 +4,11 @@ Layout: bits are written most-significant-bit first (as ``numpy.packbits``), cod
 other with their most significant bit first, and the last byte is padded with zero bits. ``n``
 bits take ``ceil(n / 8)`` bytes; ``n`` codes of ``width`` bits take ``ceil(n · width / 8)``.
 
-On CPU the hot paths use NumPy (``greater_equal`` into a reused per-thread buffer, then
-``packbits``); fresh multi-megabyte buffers would cost several times a memory copy in page faults.
-Unpacking signs gathers rows of a 256 × 8 lookup table indexed by the packed bytes. Other devices
-use plain torch ops.
+On CPU the sign hot paths run the compiled kernels of :mod:`.native` when they are available
+(one pass each); otherwise NumPy (``greater_equal`` into a reused per-thread buffer, then
+``packbits``; fresh multi-megabyte buffers would cost several times a memory copy in page
+faults), and unpacking gathers rows of a 256 × 8 lookup table indexed by the packed bytes.
+Other devices use plain torch ops.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_int
+from . import native
 
 __all__ = ["pack_bits", "pack_codes", "pack_signs", "packed_nbytes", "unpack_bits",
            "unpack_codes", "unpack_signs"]
@@ -105,6 +107,9 @@ def pack_signs(x: Tensor) -> Tensor:
     """Pack ``x ≥ 0`` (1 = non-negative, so sign(0) = +1; NaN gives 0) into bytes, MSB first."""
     flat = x.detach().reshape(-1)
     if flat.device.type == "cpu" and flat.dtype in _NUMPY_FLOATS:
+        out = torch.empty(packed_nbytes(flat.numel()), dtype=torch.uint8)
+        if native.pack_signs(flat, out):
+            return out
         values = flat.contiguous().numpy()
         mask = _buffer("signs", values.size, np.bool_)
         np.greater_equal(values, 0, out=mask)
@@ -135,6 +140,8 @@ def unpack_signs(packed: Tensor, n: int, dtype: torch.dtype = torch.float32, *,
         out = torch.empty(n, dtype=dtype, device=packed.device)
     elif out.shape != (n,) or out.dtype != dtype or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous ({n},) {dtype} tensor")
+    if n and native.mean_from_rows(packed.view(1, -1), 1, out):     # c·(2/1) − 1 = ±1
+        return out
     lut = _sign_lut(dtype, packed.device)
     full, rem = divmod(n, 8)
     if full:

@@ -100,6 +100,11 @@ class Codec(ABC):
         """Whether ``encode`` needs the local finiteness flag (else the result is checked)."""
         return True
 
+    def encode_checked(self, grad: Tensor, key: BucketKey) -> Tensor:
+        """:meth:`encode` with the local finiteness flag found here (codecs that can find it
+        while encoding override this to read ``grad`` once)."""
+        return self.encode(grad, key, self.checks_locally and not all_finite(grad))
+
     def traffic(self, payload: Tensor) -> tuple[int, float]:
         """``(payload bytes, bytes moved per rank)`` of one call (:mod:`.wire`'s ring sizes)."""
         nbytes = payload.numel() * payload.element_size()

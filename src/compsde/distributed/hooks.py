@@ -12,9 +12,9 @@ parameter, so a plain ``torch.optim.SGD(lr=η)`` step performs ``x ← x − η 
 Each hook call issues its collectives from the hook body and decodes in a ``.then()``
 callback that never waits on anything (PyTorch's PowerSGD hook waits inside ``.then()`` and
 deadlocks on gloo with several buckets; DESIGN.md). The sign reduce-scatter's second
-collective is issued from the next bucket's hook body (:class:`_ScatterStage`), so every rank
-issues collectives in one order. The wire of every method is documented in
-:mod:`.codecs`; traffic accounting in :mod:`.wire`.
+collective (the counts to every rank, an all-to-all) is issued from the next bucket's hook body
+(:class:`_ScatterStage`), so every rank issues collectives in one order. The wire of every
+method is documented in :mod:`.codecs`; traffic accounting in :mod:`.wire`.
 
 Bucket layouts: DDP reduces the first backward pass in one bucket, then rebuilds its buckets
 in gradient order. :func:`prime_buckets` settles the layout before the first real step (so a
@@ -143,11 +143,15 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
 class _ScatterStage:
     """A bucket of the sign reduce-scatter between its two collectives.
 
-    Its all-gather needs the counts of the all-to-all's result, so it is issued from the hook
-    body of the *next* bucket (or of this one when it is the last): DDP calls hooks in bucket
-    order on every rank, so every rank issues ``a2a(0), a2a(1), ag(0), a2a(2), ag(1), …`` in
-    the same order, and the all-to-all it waits for has had a bucket's backward to finish. No
-    callback waits or issues a collective.
+    The counts travel as an all-to-all of one message replicated for every rank: the bytes of
+    an all-gather, ``(N−1)·m``, with all ``N − 1`` transfers at once instead of a ring's
+    ``N − 1`` dependent hops (8 gloo ranks on 2 cores: a 4 KB all-gather takes about 13 ms,
+    an all-to-all 4.5 ms; BENCHMARKS.md). That second collective needs the counts of the
+    first one's result, so it is issued from the hook body of the *next* bucket (or of this
+    one when it is the last): DDP calls hooks in bucket order on every rank, so every rank
+    issues ``signs(0), signs(1), counts(0), signs(2), counts(1), …`` in the same order, and
+    the all-to-all it waits for has had a bucket's backward to finish. No callback waits or
+    issues a collective.
     """
 
     __slots__ = ("buffer", "codec", "key", "result", "work")
@@ -160,10 +164,10 @@ class _ScatterStage:
     def gather_counts(self, state: "HookState") -> None:
         self.work.wait()                   # hook body: raises if the all-to-all failed
         codec, key, buffer, result = self.codec, self.key, self.buffer, self.result
-        message = codec.reduce(codec.received)
         gathered = codec.gathered
-        work = _all_gather(gathered.view(-1), message, group=state.process_group,
-                           async_op=True)
+        outgoing = codec.replicate(state.reduce(codec, codec.received))
+        work = dist.all_to_all_single(gathered.view(-1), outgoing.view(-1),
+                                      group=state.process_group, async_op=True)
 
         def decode(fut: torch.futures.Future) -> None:
             try:

@@ -10,6 +10,7 @@ comes from a generator keyed by ``(seed, step, bucket[, rank])`` (:mod:`.wire`).
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from .. import noise as noise_module
 from .._checks import check_choice, check_int
 from ..methods import Method
 from ..noise import NoiseLaw
-from .codecs import BucketKey, Codec, all_finite, make_codec
+from .codecs import BucketKey, Codec, make_codec
 from .wire import allreduce_bytes, derive_seed
 
 SIGN_WIRES = ("auto", "bits", "int8", "scatter")
@@ -79,7 +80,7 @@ class Protocol:
             the scale is used as given (no batch division).
         sign_wire: DSignSGD's wire: ``"bits"`` (all-gather of packed signs), ``"int8"``
             (uint8 sum-allreduce), ``"scatter"`` (sign reduce-scatter: all-to-all of packed
-            signs, all-gather of packed counts) or ``"auto"``, per bucket the one moving the
+            signs, the packed counts to every rank) or ``"auto"``, per bucket the one moving the
             fewest bytes (:func:`.wire.best_sign_wire`; ``bits`` up to N = 4, then
             ``scatter``). All give bitwise the same mean of signs.
         randomness: Rand-k/Bernoulli coordinates ``"shared"`` by all ranks (one allreduce of
@@ -112,6 +113,7 @@ class Protocol:
         self.bytes_received = 0.0
         self.bytes_fp32_allreduce = 0.0
         self.payload_bytes = 0
+        self.codec_seconds = 0.0     # wall time in encode/reduce/decode (not checkpointed)
         self.skipped = False
         self.skipped_steps: list[int] = []
         self._codecs: dict[int, Codec] = {}
@@ -161,8 +163,18 @@ class Protocol:
     def prepare(self, grad: Tensor, key: BucketKey, codec: Codec) -> Tensor:
         """Noise, finiteness flag and encoding of one rank's bucket gradient (its payload)."""
         self.inject_noise(grad, key)
-        bad = codec.checks_locally and not all_finite(grad)
-        return codec.encode(grad, key, bad)
+        started = time.perf_counter()
+        payload = codec.encode_checked(grad, key)
+        self.codec_seconds += time.perf_counter() - started
+        return payload
+
+    def reduce(self, codec: Codec, received: Tensor) -> Tensor:
+        """The sign reduce-scatter's middle step (:meth:`.sign_codecs.SignScatterCodec.reduce`),
+        timed with the codec."""
+        started = time.perf_counter()
+        message = codec.reduce(received)
+        self.codec_seconds += time.perf_counter() - started
+        return message
 
     def account(self, codec: Codec, payload: Tensor) -> None:
         """Add one bucket's traffic to the counters (module docstring of :mod:`.wire`)."""
@@ -174,7 +186,9 @@ class Protocol:
 
     def finish(self, codec: Codec, combined: Tensor, key: BucketKey, out: Tensor) -> Tensor:
         """Decode into ``out`` and apply the non-finite policy (same outcome on every rank)."""
+        started = time.perf_counter()
         bad = codec.decode(combined, key, out)
+        self.codec_seconds += time.perf_counter() - started
         if bad:
             if self.on_nonfinite == "raise":
                 raise NonFiniteGradientError(key.step, key.bucket,
@@ -207,4 +221,5 @@ class Protocol:
                           on_nonfinite=state["on_nonfinite"])
         self.__dict__.update(fresh.__dict__)
         for name in self._PICKLED:
-            setattr(self, name, state[name])
+            if name in state:          # checkpoints from before a counter existed lack it
+                setattr(self, name, state[name])

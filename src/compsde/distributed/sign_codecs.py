@@ -3,7 +3,9 @@
 Three wires with bitwise the same result (:func:`.wire.sign_wire_traffic` gives their sizes):
 :class:`SignBitsCodec` (all-gather of packed signs), :class:`SignInt8Codec` (uint8 allreduce of
 one byte per sign) and :class:`SignScatterCodec` (the sign reduce-scatter: all-to-all of packed
-signs, per-shard counts, all-gather of the counts' bit planes).
+signs, per-shard counts, the counts' bit planes to every rank: an all-gather's bytes, sent as an
+all-to-all). The hot loops run the compiled kernels of :mod:`compsde.compressors.native` where
+they are available, the torch code otherwise (bitwise the same).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..compressors import native
 from .codecs import ALL_GATHER, ALLREDUCE, SCATTER, BucketKey, Codec
 from .wire import (
     CountPlanes,
@@ -41,6 +44,13 @@ class SignBitsCodec(Codec):
     def encode(self, grad: Tensor, key: BucketKey, bad: bool) -> Tensor:
         self._packer.pack(grad, self._payload[: self.nbytes])
         self._payload[self.nbytes] = 1 if bad else 0
+        return self._payload
+
+    def encode_checked(self, grad: Tensor, key: BucketKey) -> Tensor:
+        finite = native.pack_signs_checked(grad.detach().view(-1), self._payload[: self.nbytes])
+        if finite is None:
+            return super().encode_checked(grad, key)
+        self._payload[self.nbytes] = 0 if finite else 1
         return self._payload
 
     def decode(self, combined: Tensor, key: BucketKey, out: Tensor) -> int:
@@ -86,7 +96,8 @@ class SignScatterCodec(Codec):
     Each rank packs its signs; an all-to-all hands rank ``r`` the ``s/8`` sign bytes (and the
     status byte) of shard ``r`` from every rank; rank ``r`` counts the non-negative signs of its
     shard and packs the counts in ``b = ⌈log₂(N + 1)⌉`` bit planes; an all-gather of those
-    ``b·s/8`` bytes gives every rank every count, decoded as ``count·(2/N) − 1`` — the same
+    ``b·s/8`` bytes (sent as an all-to-all of the message replicated, :meth:`replicate`) gives
+    every rank every count, decoded as ``count·(2/N) − 1`` — the same
     arithmetic as :class:`SignBitsCodec`, so the mean is bitwise the same.
 
     With ``shard`` given (FSDP2's layout, ``d = N·shard``), shard ``r`` is entries
@@ -116,11 +127,15 @@ class SignScatterCodec(Codec):
                                 device=device)
         self.received = torch.empty_like(self.send)
         self._message = torch.empty(self._planes.nbytes, dtype=torch.uint8, device=device)
+        self._outgoing = torch.empty((world, self._planes.nbytes), dtype=torch.uint8,
+                                     device=device)
         self.gather_buffer(self._planes.nbytes, torch.uint8)
         self._bad = 0
 
     def _pack(self, grad: Tensor) -> None:
         """Sign bits of ``grad`` (bit 1 = ``x ≥ 0``), shard ``r`` into row ``r`` of send."""
+        if self._pack_native(grad) is not None:
+            return
         if self._mask is not None and grad.dtype in (torch.float16, torch.float32,
                                                      torch.float64):
             x = grad.detach().numpy()
@@ -139,6 +154,28 @@ class SignScatterCodec(Codec):
             packed = (bits.view(self.world, -1, 8) * self._weights).sum(2, dtype=torch.uint8)
         self.send[:, : self.shard_bytes].copy_(packed)
 
+    def _pack_native(self, grad: Tensor) -> bool | None:
+        """:meth:`_pack` with the compiled kernel: whether every entry is finite, or None if
+        the kernel is unavailable."""
+        return native.pack_shards_checked(grad.detach().view(-1), self.shard,
+                                          self.send[:, : self.shard_bytes])
+
+    def encode_checked(self, grad: Tensor, key: BucketKey) -> Tensor:
+        finite = self._pack_native(grad)
+        if finite is None:
+            return super().encode_checked(grad, key)
+        self.send[:, self.shard_bytes] = 0 if finite else 1
+        return self.send
+
+    def _shards(self, out: Tensor):
+        """``(rank, out's entries of shard rank)`` for the shards that hold coordinates."""
+        for rank in range(self.world):
+            start = rank * self.shard
+            count = min(self.shard, out.numel() - start)
+            if count <= 0:
+                return
+            yield rank, out[start:start + count]
+
     def encode(self, grad: Tensor, key: BucketKey, bad: bool) -> Tensor:
         """The ``(N, s/8 + 1)`` rows of the all-to-all: row ``r`` carries shard ``r``."""
         self._pack(grad)
@@ -150,7 +187,17 @@ class SignScatterCodec(Codec):
         self._bad = int(received[:, self.shard_bytes].sum())
         return self._planes.count_into(received[:, : self.shard_bytes], self._message)
 
+    def replicate(self, message: Tensor) -> Tensor:
+        """``(N, b·s/8)`` rows, each ``message``: the input of the all-to-all that stands in for
+        the all-gather of the counts (same bytes; every transfer at once, not a ring)."""
+        self._outgoing.copy_(message.view(1, -1).expand_as(self._outgoing))
+        return self._outgoing
+
     def decode(self, combined: Tensor, key: BucketKey, out: Tensor) -> int:
+        planes = combined.view(self.world, self._planes.bits, self._planes.plane_bytes)
+        if all(native.mean_from_planes(planes[rank], self.world, part)
+               for rank, part in self._shards(out[: self.d])):
+            return self._bad
         counts = self._planes.unpack_into(combined)
         counts = counts.view(self.world, self.row)[:, : self.shard].reshape(-1)[: self.d]
         out.copy_(counts).mul_(2.0 / self.world).sub_(1.0)
@@ -160,6 +207,8 @@ class SignScatterCodec(Codec):
         """FSDP2's half: this rank's shard of the mean of signs, from the received rows,
         into ``out`` (``shard`` entries); returns how many ranks reported non-finite values."""
         bad = int(received[:, self.shard_bytes].sum())
+        if native.mean_from_rows(received[:, : self.shard_bytes], self.world, out):
+            return bad
         self._counter.counts_into(received[:, : self.shard_bytes], self._shard_counts)
         out.copy_(self._shard_counts[: self.shard]).mul_(2.0 / self.world).sub_(1.0)
         return bad

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..compressors import native
+
 _MASK64 = (1 << 64) - 1
 _SEED_MAX = (1 << 63) - 1
 SIGN_COUNT_MAX = 255        # ranks whose sign counts fit one byte of an int64 word
@@ -74,6 +76,9 @@ class SignPacker:
 
     def pack(self, x: Tensor, out: Tensor) -> Tensor:
         """Write the ``ceil(length/8)`` sign bytes of ``x`` into ``out`` (uint8), return it."""
+        if native.pack_signs(x, out):
+            out.view(-1)[packed_nbytes(self.d):].zero_()
+            return out
         if self._mask is not None and x.dtype in (torch.float16, torch.float32, torch.float64):
             np.greater_equal(x.detach().numpy(), 0, out=self._mask[: self.d])
             out.copy_(torch.from_numpy(np.packbits(self._mask)).view(out.shape))
@@ -160,6 +165,8 @@ class SignCounter:
 
     def mean_signs(self, gathered: Tensor, out: Tensor) -> Tensor:
         """``mean_i sign(g_i)`` per coordinate into ``out`` (DSignSGD's server mean)."""
+        if out.numel() == self.d and native.mean_from_rows(gathered, self.world, out):
+            return out
         if self.world == 2:
             return self._mean_pair(gathered, out)
         return self.counts_into(gathered, out).mul_(2.0 / self.world).sub_(1.0)
@@ -219,7 +226,8 @@ def sign_wire_traffic(wire: str, d: int, world: int) -> tuple[int, float]:
     - ``bits``: all-gather of ``⌈d/8⌉ + 1`` bytes, moved ``(N−1)(⌈d/8⌉ + 1)``;
     - ``int8``: uint8 allreduce of ``d + 1`` bytes, moved ``2(N−1)/N · (d + 1)``;
     - ``scatter``: all-to-all of ``N`` messages of ``s/8 + 1`` bytes (``s`` = :func:`sign_shard`)
-      and all-gather of ``b·s/8`` count bytes: moved ``(N−1)(s/8 + 1 + b·s/8)``, about
+      and the ``b·s/8`` count bytes to every other rank (an all-gather's bytes; the hook sends
+      them as an all-to-all): moved ``(N−1)(s/8 + 1 + b·s/8)``, about
       ``(N−1)/N · (1 + b)·d/8`` (``b`` = :func:`count_bits`).
     """
     if wire == "bits":
@@ -280,6 +288,8 @@ class CountPlanes:
         bits, so no carry is lost)."""
         bits, width = self.bits, self.plane_bytes
         planes = out.view(bits, width)
+        if native.count_planes(rows, bits, planes):
+            return out
         planes.zero_()
         carry = torch.empty(width, dtype=torch.uint8, device=rows.device)
         spare = torch.empty_like(carry)

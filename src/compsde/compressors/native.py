@@ -1,0 +1,273 @@
+"""Compiled sign kernels (``sign_kernels.c``) of the sign compressor and DSignSGD's wires, with
+the torch code as fallback.
+
+The sign hot loops (pack ``x ≥ 0`` into bits, count the ranks' bits bit-sliced, turn the
+counts back into ``count·(2/N) − 1``) take several passes over the bucket in torch/numpy; one
+C loop does each in one pass (BENCHMARKS.md, "Compression on the wire", has the measurement).
+The source is compiled on first use with the system C compiler (``$CC`` or ``cc``) into a cache
+folder (``$COMPSDE_CACHE_DIR``, else ``$XDG_CACHE_HOME/compsde``, else ``~/.cache/compsde``),
+keyed by the source, the flags and the CPU, written atomically so that ranks starting together
+share one file; it is loaded with :mod:`ctypes`. Without a compiler, or with
+``COMPSDE_NATIVE=0``, every function here returns ``False`` and the caller runs its torch code;
+:func:`status` says which path is in use.
+
+Decoding copies values from tables built in torch by the in-process simulation's arithmetic
+(``count·(2/N) − 1`` in the output dtype, :meth:`compsde.methods.DSignSGD.direction`), so the
+result is bitwise the same on both paths.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("sign_kernels.c")
+TABLE_BITS = 4          # count planes decoded through group tables (16^b rows)
+GROUP = 4               # coordinates per lookup in those tables (GROUP in sign_kernels.c)
+LUT_COUNT_MAX = 255     # counts decoded one coordinate at a time through a 256-entry table
+_ELEMENT_SIZES = {torch.float16: 2, torch.bfloat16: 2, torch.float32: 4, torch.float64: 8}
+_PACKED_DTYPES = {torch.float32: 4, torch.float64: 8}
+_FLAG_SETS = (("-O3", "-march=native"), ("-O3",))
+_BASE_FLAGS = ("-shared", "-fPIC", "-std=c99", "-ffp-contract=off")
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}
+_tables: dict[tuple[int, int, torch.dtype], tuple[Tensor, Tensor | None]] = {}
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("COMPSDE_CACHE_DIR"):
+        return Path(os.environ["COMPSDE_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "compsde"
+
+
+def _compiler() -> str | None:
+    """``$CC`` when set (and only it), else Python's own compiler, ``cc`` or ``gcc``."""
+    if os.environ.get("CC"):
+        return shutil.which(os.environ["CC"])
+    names = [(sysconfig.get_config_var("CC") or "").split(" ")[0], "cc", "gcc"]
+    for name in names:
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cpu_key() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _build(compiler: str, flags: tuple[str, ...], folder: Path) -> Path:
+    """Compile SOURCE with ``flags`` into ``folder`` (atomically) unless already there."""
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, " ".join(flags + _BASE_FLAGS).encode(),
+                                     platform.machine().encode(), _cpu_key().encode(),
+                                     compiler.encode()])).hexdigest()[:16]
+    target = folder / f"sign_kernels-{key}.so"
+    if target.exists():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(prefix=target.name, suffix=".part", dir=folder)
+    os.close(fd)
+    try:
+        subprocess.run([compiler, *flags, *_BASE_FLAGS, "-o", partial, str(SOURCE)],
+                       check=True, capture_output=True, timeout=120)
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return target
+
+
+def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    rows, i64, i32 = ctypes.POINTER(ctypes.c_void_p), ctypes.c_int64, ctypes.c_int
+    ptr = ctypes.c_void_p
+    lib.compsde_sign_pack.argtypes = [ptr, i64, i32, ptr]
+    lib.compsde_sign_pack_shards.argtypes = [ptr, i64, i64, i32, i32, ptr, i64, i64]
+    lib.compsde_sign_count_planes.argtypes = [rows, i32, i64, i32, ptr, i64]
+    lib.compsde_sign_decode_planes.argtypes = [rows, i32, i64, ptr, i32, ptr]
+    lib.compsde_sign_decode_rows.argtypes = [rows, i32, i32, i64, ptr, i32, ptr]
+    lib.compsde_sign_decode_lut.argtypes = [rows, ptr, i32, i64, ptr, i32, ptr]
+    return lib
+
+
+def _load() -> None:
+    """Fill ``_state``: the library (or None) and why."""
+    if os.environ.get("COMPSDE_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        _state.update(lib=None, reason="disabled by COMPSDE_NATIVE=0")
+        return
+    compiler = _compiler()
+    if compiler is None:
+        _state.update(lib=None, reason="no C compiler found ($CC, cc or gcc)")
+        return
+    folders = [_cache_dir(), Path(tempfile.gettempdir()) / f"compsde-{os.getuid()}"]
+    errors = []
+    for flags in _FLAG_SETS:
+        for folder in folders:
+            try:
+                path = _build(compiler, flags, folder)
+                lib = _declare(ctypes.CDLL(str(path)))
+            except (OSError, subprocess.SubprocessError) as exc:
+                errors.append(f"{' '.join(flags)} in {folder}: {exc}")
+                continue
+            _state.update(lib=lib, reason=f"compiled with {compiler} {' '.join(flags)}",
+                          path=str(path), native_arch="-march=native" in flags)
+            return
+    _state.update(lib=None, reason="compiling sign_kernels.c failed: " + "; ".join(errors))
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, compiled on the first call; None when unavailable."""
+    if "lib" not in _state:
+        with _lock:
+            if "lib" not in _state:
+                _load()
+    return _state["lib"]
+
+
+def status() -> dict[str, Any]:
+    """Whether the kernels are in use, and why (or why not)."""
+    lib = library()
+    return {"available": lib is not None, "reason": _state.get("reason"),
+            "path": _state.get("path"), "native_arch": _state.get("native_arch", False)}
+
+
+# -- tables ---------------------------------------------------------------------------------
+def _tables_for(world: int, bits: int, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
+    """``lut[c] = c·(2/N) − 1`` (256 values, the simulation's arithmetic in ``dtype``) and, for
+    ``bits ≤ 4``, the group table: row ``i`` holds the ``GROUP = 4`` values of the counts whose
+    planes' 4-bit pieces (plane 0 most significant) concatenate to ``i``."""
+    key = (world, bits, dtype)
+    found = _tables.get(key)
+    if found is not None:
+        return found
+    lut = torch.arange(LUT_COUNT_MAX + 1, dtype=torch.int64).to(dtype)
+    lut = lut.mul_(2.0 / world).sub_(1.0).contiguous()
+    table = None
+    if bits <= TABLE_BITS:
+        g = GROUP
+        index = torch.arange(1 << (g * bits))
+        counts = torch.zeros(index.numel(), g, dtype=torch.int64)
+        for plane in range(bits):
+            piece = (index >> (g * (bits - 1 - plane))) & ((1 << g) - 1)
+            for e in range(g):
+                counts[:, e] += ((piece >> (g - 1 - e)) & 1) << (bits - 1 - plane)
+        table = lut[counts.clamp_(max=LUT_COUNT_MAX)].contiguous()
+    _tables[key] = (lut, table)
+    return lut, table
+
+
+def _rows(matrix: Tensor) -> Any:
+    """ctypes array of the row addresses of a 2-D uint8 tensor with contiguous rows."""
+    base, step = matrix.data_ptr(), matrix.stride(0)
+    return (ctypes.c_void_p * matrix.shape[0])(*[base + r * step
+                                                 for r in range(matrix.shape[0])])
+
+
+def _bytes_ok(matrix: Tensor) -> bool:
+    return (matrix.device.type == "cpu" and matrix.dtype == torch.uint8 and matrix.dim() == 2
+            and (matrix.shape[1] <= 1 or matrix.stride(1) == 1))
+
+
+def _out_ok(out: Tensor) -> bool:
+    return out.device.type == "cpu" and out.dtype in _ELEMENT_SIZES and out.is_contiguous()
+
+
+# -- kernels --------------------------------------------------------------------------------
+def pack_signs_checked(x: Tensor, out: Tensor) -> bool | None:
+    """``out[k]`` = bits ``x[8k + e] ≥ 0`` (MSB first) in one pass that also tells whether
+    every ``x`` is finite (the return value); None (nothing written) unless the kernels were
+    built for this CPU (numpy's two passes are faster than a generic build)."""
+    lib = library()
+    if (lib is None or not _state.get("native_arch") or x.dtype not in _PACKED_DTYPES
+            or x.device.type != "cpu" or not x.is_contiguous() or not out.is_contiguous()
+            or out.dtype != torch.uint8 or out.numel() < (x.numel() + 7) // 8):
+        return None
+    code = lib.compsde_sign_pack(x.data_ptr(), x.numel(), _PACKED_DTYPES[x.dtype],
+                                 out.data_ptr())
+    return None if code < 0 else code == 0
+
+
+def pack_shards_checked(x: Tensor, shard: int, out: Tensor) -> bool | None:
+    """Row ``r`` of ``out`` (``(R, row_bytes)`` uint8, contiguous rows) = the sign bits of
+    ``x[r·shard : (r+1)·shard]`` (the entries that exist), zero-padded; one pass over ``x``
+    that also tells whether every entry is finite. None (nothing written) as
+    :func:`pack_signs_checked`."""
+    lib = library()
+    if (lib is None or not _state.get("native_arch") or x.dtype not in _PACKED_DTYPES
+            or x.device.type != "cpu" or not x.is_contiguous() or not _bytes_ok(out)
+            or out.shape[1] < (shard + 7) // 8):
+        return None
+    code = lib.compsde_sign_pack_shards(x.data_ptr(), x.numel(), shard, out.shape[0],
+                                        _PACKED_DTYPES[x.dtype], out.data_ptr(),
+                                        out.stride(0), out.shape[1])
+    return None if code < 0 else code == 0
+
+
+def pack_signs(x: Tensor, out: Tensor) -> bool:
+    """:func:`pack_signs_checked` without the finiteness answer: True if it packed."""
+    return pack_signs_checked(x, out) is not None
+
+
+def count_planes(rows: Tensor, bits: int, out: Tensor) -> bool:
+    """``out`` (``(bits, nbytes)`` uint8, contiguous rows) = the bit planes of the number of
+    set bits over the rows of ``rows`` (``(R, nbytes)``), R < 2^bits."""
+    lib = library()
+    if (lib is None or not _bytes_ok(rows) or not _bytes_ok(out) or out.shape[0] != bits
+            or out.shape[1] != rows.shape[1] or not 1 <= bits <= 8
+            or rows.shape[0] >= 1 << bits):
+        return False
+    return lib.compsde_sign_count_planes(_rows(rows), rows.shape[0], rows.shape[1], bits,
+                                         out.data_ptr(), out.stride(0)) == 0
+
+
+def mean_from_rows(rows: Tensor, world: int, out: Tensor) -> bool:
+    """``out[i] = c_i·(2/N) − 1``, ``c_i`` the number of rows with bit ``i`` set (the bit
+    all-gather's decode; ``R = N`` rows of ``⌈n/8⌉`` bytes, ``n = out.numel()``)."""
+    lib = library()
+    bits = max(1, rows.shape[0].bit_length()) if rows.dim() == 2 else 0
+    if (lib is None or not _bytes_ok(rows) or not _out_ok(out) or bits > TABLE_BITS
+            or rows.shape[1] * 8 < out.numel()):
+        return False
+    _, table = _tables_for(world, bits, out.dtype)
+    return lib.compsde_sign_decode_rows(_rows(rows), rows.shape[0], bits, out.numel(),
+                                        table.data_ptr(), _ELEMENT_SIZES[out.dtype],
+                                        out.data_ptr()) == 0
+
+
+def mean_from_planes(planes: Tensor, world: int, out: Tensor) -> bool:
+    """``out[i] = c_i·(2/N) − 1`` with ``c_i`` read from the ``(b, ⌈n/8⌉)`` count planes
+    (the sign reduce-scatter's decode of one shard; ``n = out.numel()``, counts < 256)."""
+    lib = library()
+    if lib is None or not _bytes_ok(planes) or not _out_ok(out) or planes.shape[1] * 8 < \
+            out.numel():
+        return False
+    bits = planes.shape[0]
+    if not 1 <= bits <= 8:
+        return False
+    lut, table = _tables_for(world, bits, out.dtype)
+    size = _ELEMENT_SIZES[out.dtype]
+    if table is not None:
+        return lib.compsde_sign_decode_planes(_rows(planes), bits, out.numel(),
+                                              table.data_ptr(), size, out.data_ptr()) == 0
+    weights = (ctypes.c_uint8 * bits)(*[1 << (bits - 1 - j) for j in range(bits)])
+    return lib.compsde_sign_decode_lut(_rows(planes), weights, bits, out.numel(),
+                                       lut.data_ptr(), size, out.data_ptr()) == 0
