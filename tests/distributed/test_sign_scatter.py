@@ -105,6 +105,10 @@ def test_counters_of_the_simulation():
     sim.reduce_bucket(grads_for(8, 8000), 0)
     assert sim.counters()["bytes_sent"] == 7 * 126 + 7 * 500
     assert sim.counters()["payload_bytes"] == 8 * 126 + 500
+    # the codec timer counts encode and decode, and stays out of the byte counters and the
+    # pickled state (a timer, not state a resumed run must reproduce)
+    assert sim.codec_seconds > 0
+    assert "codec_seconds" not in sim.counters() and "codec_seconds" not in sim.__getstate__()
 
 
 @pytest.mark.parametrize("world", [2, 5, 8])
