@@ -100,7 +100,6 @@ def _build(compiler: str, flags: tuple[str, ...], folder: Path) -> Path:
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     rows, i64, i32 = ctypes.POINTER(ctypes.c_void_p), ctypes.c_int64, ctypes.c_int
     ptr = ctypes.c_void_p
-    lib.compsde_sign_pack.argtypes = [ptr, i64, i32, ptr]
     lib.compsde_sign_pack_shards.argtypes = [ptr, i64, i64, i32, i32, ptr, i64, i64]
     lib.compsde_sign_count_planes.argtypes = [rows, i32, i64, i32, ptr, i64]
     lib.compsde_sign_decode_planes.argtypes = [rows, i32, i64, ptr, i32, ptr]
@@ -193,24 +192,19 @@ def _out_ok(out: Tensor) -> bool:
 
 # -- kernels --------------------------------------------------------------------------------
 def pack_signs_checked(x: Tensor, out: Tensor) -> bool | None:
-    """``out[k]`` = bits ``x[8k + e] ≥ 0`` (MSB first) in one pass that also tells whether
-    every ``x`` is finite (the return value); None (nothing written) unless the kernels were
-    built for this CPU (numpy's two passes are faster than a generic build)."""
-    lib = library()
-    if (lib is None or not _state.get("native_arch") or x.dtype not in _PACKED_DTYPES
-            or x.device.type != "cpu" or not x.is_contiguous() or not out.is_contiguous()
-            or out.dtype != torch.uint8 or out.numel() < (x.numel() + 7) // 8):
+    """``out[k]`` = bits ``x[8k + e] ≥ 0`` (MSB first, bytes past ``⌈n/8⌉`` zeroed) in one
+    pass that also tells whether every ``x`` is finite (the return value): one shard of
+    :func:`pack_shards_checked`."""
+    if not out.is_contiguous():
         return None
-    code = lib.compsde_sign_pack(x.data_ptr(), x.numel(), _PACKED_DTYPES[x.dtype],
-                                 out.data_ptr())
-    return None if code < 0 else code == 0
+    return pack_shards_checked(x, x.numel(), out.view(1, -1))
 
 
 def pack_shards_checked(x: Tensor, shard: int, out: Tensor) -> bool | None:
     """Row ``r`` of ``out`` (``(R, row_bytes)`` uint8, contiguous rows) = the sign bits of
     ``x[r·shard : (r+1)·shard]`` (the entries that exist), zero-padded; one pass over ``x``
-    that also tells whether every entry is finite. None (nothing written) as
-    :func:`pack_signs_checked`."""
+    that also tells whether every entry is finite. None (nothing written) unless the kernels
+    were built for this CPU (numpy's two passes are faster than a generic build)."""
     lib = library()
     if (lib is None or not _state.get("native_arch") or x.dtype not in _PACKED_DTYPES
             or x.device.type != "cpu" or not x.is_contiguous() or not _bytes_ok(out)

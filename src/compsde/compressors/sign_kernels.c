@@ -42,12 +42,6 @@
 PACK(float)
 PACK(double)
 
-int compsde_sign_pack(const void *x, int64_t n, int elem, uint8_t *out) {
-    if (elem == 4) return pack_float(x, n, out);
-    if (elem == 8) return pack_double(x, n, out);
-    return -1;
-}
-
 /* Shard r of x (entries [r*shard, r*shard + shard) that exist) packed into row r of out
  * (rows `stride` bytes apart, `row_bytes` long, zero-padded); returns 1 if any x is NaN or
  * infinite, else 0 (-1: unsupported element size). */

@@ -76,8 +76,7 @@ class SignPacker:
 
     def pack(self, x: Tensor, out: Tensor) -> Tensor:
         """Write the ``ceil(length/8)`` sign bytes of ``x`` into ``out`` (uint8), return it."""
-        if native.pack_signs(x, out):
-            out.view(-1)[packed_nbytes(self.d):].zero_()
+        if native.pack_signs(x, out):          # zeroes the padding bytes too
             return out
         if self._mask is not None and x.dtype in (torch.float16, torch.float32, torch.float64):
             np.greater_equal(x.detach().numpy(), 0, out=self._mask[: self.d])
