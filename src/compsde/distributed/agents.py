@@ -58,7 +58,7 @@ class AgentSimulator(Protocol):
             combined = codec.gather_buffer(codec.gathered.shape[1], torch.uint8)
             for rank in range(self.world):
                 received = torch.stack([payload[rank] for payload in payloads])
-                combined[rank].copy_(codec.reduce(received))
+                combined[rank].copy_(self.count_shard(codec, received))
         elif codec.collective == ALLREDUCE:
             combined = payloads[0]
             for payload in payloads[1:]:

@@ -165,7 +165,7 @@ class _ScatterStage:
         self.work.wait()                   # hook body: raises if the all-to-all failed
         codec, key, buffer, result = self.codec, self.key, self.buffer, self.result
         gathered = codec.gathered
-        outgoing = codec.replicate(state.reduce(codec, codec.received))
+        outgoing = codec.replicate(state.count_shard(codec, codec.received))
         work = dist.all_to_all_single(gathered.view(-1), outgoing.view(-1),
                                       group=state.process_group, async_op=True)
 

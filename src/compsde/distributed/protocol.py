@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -163,18 +165,23 @@ class Protocol:
     def prepare(self, grad: Tensor, key: BucketKey, codec: Codec) -> Tensor:
         """Noise, finiteness flag and encoding of one rank's bucket gradient (its payload)."""
         self.inject_noise(grad, key)
-        started = time.perf_counter()
-        payload = codec.encode_checked(grad, key)
-        self.codec_seconds += time.perf_counter() - started
-        return payload
+        with self._codec_timer():
+            return codec.encode_checked(grad, key)
 
-    def reduce(self, codec: Codec, received: Tensor) -> Tensor:
+    def count_shard(self, codec: Codec, received: Tensor) -> Tensor:
         """The sign reduce-scatter's middle step (:meth:`.sign_codecs.SignScatterCodec.reduce`),
         timed with the codec."""
+        with self._codec_timer():
+            return codec.reduce(received)
+
+    @contextmanager
+    def _codec_timer(self) -> Iterator[None]:
+        """Add the wall time of the block to :attr:`codec_seconds`."""
         started = time.perf_counter()
-        message = codec.reduce(received)
-        self.codec_seconds += time.perf_counter() - started
-        return message
+        try:
+            yield
+        finally:
+            self.codec_seconds += time.perf_counter() - started
 
     def account(self, codec: Codec, payload: Tensor) -> None:
         """Add one bucket's traffic to the counters (module docstring of :mod:`.wire`)."""
@@ -186,9 +193,8 @@ class Protocol:
 
     def finish(self, codec: Codec, combined: Tensor, key: BucketKey, out: Tensor) -> Tensor:
         """Decode into ``out`` and apply the non-finite policy (same outcome on every rank)."""
-        started = time.perf_counter()
-        bad = codec.decode(combined, key, out)
-        self.codec_seconds += time.perf_counter() - started
+        with self._codec_timer():
+            bad = codec.decode(combined, key, out)
         if bad:
             if self.on_nonfinite == "raise":
                 raise NonFiniteGradientError(key.step, key.bucket,
