@@ -38,14 +38,14 @@ def _model(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "checkpoint.pt", weights_only=False)["model"]
 
 
-def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
-    """2 ranks, Rand-k over 2 DDP buckets: checkpoint at k=4, resume to 2k = 8."""
-    common = [*TRAIN, *SMALL, "--method", "dcsgd:randk:ratio=0.1", "--bucket-cap-mb", "0.005",
-              "--lr", "0.05", "--checkpoint-every", "4"]
+def _resumed_equals_uninterrupted(tmp_path: Path, common: list[str], steps: int
+                                  ) -> tuple[dict, dict]:
+    """Train ``2·steps`` steps at once, and ``steps`` then ``--resume`` to ``2·steps`` on 2 ranks;
+    assert the final parameters are equal and return both result.json files."""
     full, part = tmp_path / "full", tmp_path / "part"
-    runs = [[*common, "--steps", "8", "--out", str(full)],
-            [*common, "--steps", "4", "--out", str(part)],
-            [*common, "--steps", "8", "--out", str(part), "--resume"]]
+    runs = [[*common, "--steps", str(2 * steps), "--out", str(full)],
+            [*common, "--steps", str(steps), "--out", str(part)],
+            [*common, "--steps", str(2 * steps), "--out", str(part), "--resume"]]
     for argv in runs:
         results = run_ranks(argv, 2, tmp_path, timeout=150)
         assert all(r.returncode == 0 for r in results), describe(results)
@@ -53,12 +53,19 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
-    ra = json.loads((full / "result.json").read_text())
-    rb = json.loads((part / "result.json").read_text())
+    assert (full / "loss.png").stat().st_size > 0
+    return (json.loads((full / "result.json").read_text()),
+            json.loads((part / "result.json").read_text()))
+
+
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
+    """2 ranks, Rand-k over 2 DDP buckets: checkpoint at k=4, resume to 2k = 8."""
+    common = [*TRAIN, *SMALL, "--method", "dcsgd:randk:ratio=0.1", "--bucket-cap-mb", "0.005",
+              "--lr", "0.05", "--checkpoint-every", "4"]
+    ra, rb = _resumed_equals_uninterrupted(tmp_path, common, 4)
     assert ra["loss"] == rb["loss"] and ra["steps"] == list(range(8))
     assert ra["bytes"] == rb["bytes"] and 0 < ra["bytes_ratio_vs_fp32"] < 0.2
     assert len(ra["buckets"]) >= 2 and ra["buckets"] == rb["buckets"]
-    assert (full / "loss.png").stat().st_size > 0
 
 
 @pytest.mark.slow
@@ -67,19 +74,7 @@ def test_fsdp_resume_equals_uninterrupted_run(tmp_path):
     (three 2-rank launches, ≈ 90 s on 2 cores: slow)."""
     common = [*TRAIN, *SMALL, "--method", "dsignsgd", "--parallel", "fsdp", "--lr", "0.01",
               "--checkpoint-every", "3"]
-    full, part = tmp_path / "full", tmp_path / "part"
-    runs = [[*common, "--steps", "6", "--out", str(full)],
-            [*common, "--steps", "3", "--out", str(part)],
-            [*common, "--steps", "6", "--out", str(part), "--resume"]]
-    for argv in runs:
-        results = run_ranks(argv, 2, tmp_path, timeout=150)
-        assert all(r.returncode == 0 for r in results), describe(results)
-    a, b = _model(full), _model(part)
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
-    ra = json.loads((full / "result.json").read_text())
-    rb = json.loads((part / "result.json").read_text())
+    ra, rb = _resumed_equals_uninterrupted(tmp_path, common, 3)
     assert ra["loss"] == rb["loss"] and ra["bytes"] == rb["bytes"]
     assert ra["bytes"]["bytes_sent"] <= ra["bytes"]["bytes_fp32_reduce_scatter"] / 16
 
