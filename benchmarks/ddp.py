@@ -20,9 +20,14 @@ machine hits them alike; the table shows the median step time of each (rank 0's)
 its slowest rank has its gradient, so this is the compute floor the advisor adds its codec and
 network terms to (with 8 ranks on 2 cores the ranks finish their backward passes far apart).
 
-Networks: plain loopback, and N network namespaces on a bridge (in a namespace of its own),
-each rank's veth limited to ``--rate`` (1 Gbit/s) in both directions with ``tc tbf`` (created
-and removed by this script; skipped with a message where that is not permitted). On the link,
+Networks: plain loopback; N network namespaces on a bridge (in a namespace of its own), each
+rank's veth limited to ``--rate`` (1 Gbit/s) in both directions with ``tc tbf`` (``link``;
+created and removed by this script, skipped with a message where that is not permitted); and
+``link-dilated``, the same links in a time-dilated run that emulates a core per rank on a
+machine with fewer cores (``_links``: with N ranks on C cores, every rank is capped at C/N of
+a core by a CFS quota and every link runs at C/N of ``--rate``, so the run takes K = N/C times
+as long as on N cores with full-rate links; its wall times are divided by K, CPU times and
+bytes are not; K = 1, no quota, when N ≤ C). On the link,
 the bytes each rank really sent are read from its veth's counters (headers included) beside the
 analytic count: the hooks' byte counters for ours, the ring sizes for PyTorch's. FSDP rows also
 move the parameters' all-gathers (forward and backward), counted in their analytic column.
@@ -36,7 +41,8 @@ others). ``codec ms`` is the hooks' own encode/reduce/decode time per step (mean
 ``cpu ms`` the CPU time of all ranks together per step.
 
     python benchmarks/ddp.py [--world 2 4 8] [--steps 10] [--warmup 3] [--batch 4]
-                             [--hidden 2048/2048/2048] [--out results/bench]
+                             [--hidden 2048/2048/2048] [--networks loopback link link-dilated]
+                             [--cores C] [--out results/bench]
 
 Prints a table per network and world size and writes ``OUT/ddp.json``. Needs root for the
 namespaces. ``comm ms`` is the step time above ``local-sgd``'s.
@@ -49,12 +55,13 @@ import datetime
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import _links
 
 VARIANTS = ("local-sgd", "local-sgd-sync", "fp32-allreduce", "fp16-hook", "powersgd-r1",
             "ours-dsgd", "ours-randk-1%", "ours-dsignsgd", "fsdp-fp32", "fsdp-dsignsgd")
@@ -62,20 +69,8 @@ OURS = {"ours-dsgd": "dsgd", "ours-randk-1%": "dcsgd:randk:ratio=0.01",
         "ours-dsignsgd": "dsignsgd", "fp32-allreduce": "dsgd",
         "ours-dsignsgd-bits": "dsignsgd", "ours-dsignsgd-scatter": "dsignsgd"}
 SIGN_WIRES = {"ours-dsignsgd-bits": "bits", "ours-dsignsgd-scatter": "scatter"}
-HUB = f"csde{os.getpid()}h"
 PROBE_BYTES = 4096
-
-
-def _ns(rank: int) -> str:
-    return f"csde{os.getpid()}r{rank}"
-
-
-def _veth(rank: int, side: str) -> str:
-    return f"cv{os.getpid() % 100000}{side}{rank}"
-
-
-def _addr(rank: int) -> str:
-    return f"10.213.77.{rank + 1}/24"
+LINKS = ("link", "link-dilated")
 
 
 # -- worker (one rank) ---------------------------------------------------------------------
@@ -275,46 +270,9 @@ def worker(args: argparse.Namespace) -> None:
 
 
 # -- driver ---------------------------------------------------------------------------------
-def _sh(*cmd: str) -> None:
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-
-
-def setup_link(world: int, rate: str) -> str | None:
-    """N namespaces, each joined to a bridge in a hub namespace by a veth pair limited to
-    ``rate`` in both directions; None, or why not."""
-    if shutil.which("ip") is None or shutil.which("tc") is None:
-        return "ip or tc (iproute2) not installed"
-    try:
-        _sh("ip", "netns", "add", HUB)
-        _sh("ip", "-n", HUB, "link", "add", "br0", "type", "bridge")
-        _sh("ip", "-n", HUB, "link", "set", "br0", "up")
-        for rank in range(world):
-            ns, inner, outer = _ns(rank), _veth(rank, "a"), _veth(rank, "b")
-            _sh("ip", "netns", "add", ns)
-            _sh("ip", "link", "add", inner, "type", "veth", "peer", "name", outer)
-            _sh("ip", "link", "set", inner, "netns", ns)
-            _sh("ip", "link", "set", outer, "netns", HUB)
-            _sh("ip", "-n", HUB, "link", "set", outer, "master", "br0")
-            _sh("ip", "-n", HUB, "link", "set", outer, "up")
-            _sh("ip", "-n", ns, "addr", "add", _addr(rank), "dev", inner)
-            _sh("ip", "-n", ns, "link", "set", inner, "up")
-            _sh("ip", "-n", ns, "link", "set", "lo", "up")
-            for where, dev in ((ns, inner), (HUB, outer)):
-                _sh("tc", "-n", where, "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
-                    "burst", "512kb", "latency", "100ms")
-    except (subprocess.CalledProcessError, OSError) as exc:
-        teardown_link(world)
-        detail = getattr(exc, "stderr", "") or str(exc)
-        return f"could not create network namespaces ({detail.strip()})"
-    return None
-
-
-def teardown_link(world: int) -> None:
-    for ns in [_ns(rank) for rank in range(world)] + [HUB]:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-
-
-def launch(args: argparse.Namespace, network: str, world: int, tmp: Path) -> list[dict]:
+def launch(args: argparse.Namespace, network: str, world: int, tmp: Path,
+           quotas: bool = False) -> list[dict]:
+    """Run the ranks (in the link namespaces, and in their CPU quotas when ``quotas``)."""
     init = f"file://{tmp / f'init-{network}-{time.monotonic_ns()}'}"
     result = tmp / f"{network}-{world}.json"
     procs = []
@@ -326,16 +284,57 @@ def launch(args: argparse.Namespace, network: str, world: int, tmp: Path) -> lis
                str(args.batch), "--hidden", args.hidden, "--bucket-mb", str(args.bucket_mb),
                "--variants", *args.variants,
                "--bucket-view" if args.bucket_view else "--no-bucket-view"]
-        if network == "link":
-            env["GLOO_SOCKET_IFNAME"] = _veth(rank, "a")
-            cmd = ["ip", "netns", "exec", _ns(rank), *cmd, "--measure"]
+        if network in LINKS:
+            env["GLOO_SOCKET_IFNAME"] = _links.veth(rank, "a")
+            cmd = ["ip", "netns", "exec", _links.namespace(rank), *cmd, "--measure"]
         else:
             env["GLOO_SOCKET_IFNAME"] = "lo"
+        if quotas:      # enter the quota before exec, so every thread of the rank is in it
+            cmd = ["sh", "-c", f'echo $$ > {_links.quota_procs(rank)} && exec "$@"', "sh",
+                   *cmd]
         procs.append(subprocess.Popen(cmd, env=env))
     codes = [p.wait(timeout=1800) for p in procs]
     if any(codes):
         raise RuntimeError(f"benchmark ranks failed on {network}: exit codes {codes}")
     return json.loads(result.read_text())
+
+
+def dilation(world: int, cores: int) -> float:
+    """K = N/C of a time-dilated run of ``world`` ranks on ``cores`` cores (1 when every rank
+    has a core): ``_links`` module docstring."""
+    return max(1.0, world / cores)
+
+
+def undilate(rows: list[dict], factor: float) -> list[dict]:
+    """Wall times of a run dilated by ``factor`` in the time of the emulated machine (CPU time
+    and bytes are not dilated)."""
+    for row in rows:
+        row["time_dilation"] = factor
+        for name in ("step_ms_median", "step_ms_mean", "hook_codec_ms", "advisor_codec_ms"):
+            if row.get(name) is not None:
+                row[name] /= factor
+        row["latency_probe_s"] = {k: v / factor for k, v in row["latency_probe_s"].items()}
+    return rows
+
+
+def run_link(args: argparse.Namespace, network: str, world: int, tmp: Path,
+             rate: float) -> tuple[list[dict] | None, str | None]:
+    """One world size on the emulated links (dilated for ``link-dilated``): rows, or why not."""
+    factor = dilation(world, args.cores) if network == "link-dilated" else 1.0
+    why = _links.setup_link(world, 8 * rate / factor, queue_ms=100 * factor)
+    if why:
+        return None, why
+    quotas = factor > 1
+    try:
+        if quotas:
+            why = _links.setup_quotas(world, 1 / factor)
+            if why:
+                return None, why
+        return undilate(launch(args, network, world, tmp, quotas=quotas), factor), None
+    finally:
+        _links.teardown_link(world)
+        if quotas:
+            _links.teardown_quotas(world)
 
 
 def latency_for(kind: str, row: dict) -> float:
@@ -395,7 +394,7 @@ def table(rows: list[dict], network: str, rate: float) -> str:
         tx = r["bytes_per_step_measured_tx"]
         txr = (tx / r["bytes_per_step_analytic"] if tx is not None
                and r["bytes_per_step_analytic"] else float("nan"))
-        pred = predicted_ms(r, sync_floor, rate) if network == "link" else None
+        pred = predicted_ms(r, sync_floor, rate) if network in LINKS else None
         r["advisor_ms"] = pred
         hook, adv = r.get("hook_codec_ms"), r.get("advisor_codec_ms")
         lines.append(f"{r['variant']:<22}{step:>10.1f}{ratio:>9.3f}{ratio16:>9.3f}"
@@ -435,14 +434,14 @@ def targets(results: dict[str, list[dict]]) -> list[str]:
             out.append(f"{name}: FSDP2 DSignSGD reduce-scatter bytes / fp32 reduce-scatter = "
                        f"{counted / fp32_rs:.4f} (target <= 1/16): "
                        f"{'PASS' if counted <= fp32_rs / 16 else 'FAIL'}")
-        if network == "link" and {"ours-dsignsgd", "fp16-hook", "powersgd-r1"} <= r.keys():
+        if network in LINKS and {"ours-dsignsgd", "fp16-hook", "powersgd-r1"} <= r.keys():
             s = r["ours-dsignsgd"]["step_ms_median"]
             h = s / r["fp16-hook"]["step_ms_median"]
             p = s / r["powersgd-r1"]["step_ms_median"]
             out.append(f"{name}: DSignSGD step / fp16 hook = {h:.3f} (target <= 0.5 at N = 8):"
                        f" {'PASS' if h <= 0.5 else 'FAIL'}; / PowerSGD = {p:.3f} (target "
                        f"<= 1): {'PASS' if p <= 1 else 'FAIL'}")
-        if network == "link":
+        if network in LINKS:
             for row in rows:
                 pred = row.get("advisor_ms")
                 if pred is not None:
@@ -465,7 +464,10 @@ def main() -> None:
                         help="DDP bucket_cap_mb of every DDP variant but PowerSGD (one bucket)")
     parser.add_argument("--bucket-view", action=argparse.BooleanOptionalAction, default=True,
                         help="DDP gradient_as_bucket_view for every variant (saves two copies)")
-    parser.add_argument("--networks", nargs="+", default=["loopback", "link"])
+    parser.add_argument("--networks", nargs="+", default=["loopback", "link"],
+                        choices=["loopback", *LINKS])
+    parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)),
+                        help="cores the ranks share (link-dilated: K = N / cores)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--out", default="results/bench")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -476,6 +478,8 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    if args.cores < 1:
+        parser.error(f"--cores must be at least 1, got {args.cores}")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from compsde.advise.network import parse_bandwidth
     from compsde.io import write_json
@@ -487,16 +491,13 @@ def main() -> None:
         for world in args.world:
             for network in args.networks:
                 name = f"{network}@{world}"
-                if network == "link":
-                    why = setup_link(world, args.rate)
+                if network in LINKS:
+                    rows, why = run_link(args, network, world, Path(tmp), rate)
                     if why:
                         skipped[name] = why
-                        print(f"skipping the {args.rate}/s links: {why}", flush=True)
+                        print(f"skipping {network} at N = {world}: {why}", flush=True)
                         continue
-                    try:
-                        results[name] = launch(args, network, world, Path(tmp))
-                    finally:
-                        teardown_link(world)
+                    results[name] = rows
                 else:
                     results[name] = launch(args, network, world, Path(tmp))
                 print(table(results[name], network, rate), flush=True)
@@ -507,6 +508,7 @@ def main() -> None:
     payload = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
                "date": datetime.datetime.now().isoformat(timespec="seconds"),
                "machine": {"cpus": os.cpu_count(), "platform": sys.platform},
+               "cores": args.cores,
                "rate": args.rate, "latency_probe_bytes": PROBE_BYTES, "steps": args.steps,
                "batch": args.batch, "hidden": args.hidden, "bucket_view": args.bucket_view,
                "results": results, "skipped": skipped, "targets": verdicts}

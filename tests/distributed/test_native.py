@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compsde import methods
@@ -23,13 +23,36 @@ DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 HAS_COMPILER = shutil.which(os.environ.get("CC") or "gcc") is not None
 
 
-@pytest.fixture(params=["compiled", "torch"])
-def path(request, monkeypatch):
-    """Run a test once with the compiled kernels and once with the torch fallback."""
+NO_AVX512 = ("-O3", "-march=native", "-mno-avx512f")
+
+
+def _use_build(which: str, monkeypatch, folder) -> None:
+    """Load the kernels as built for this CPU, or the same build without its AVX-512 paths (so
+    the byte loops are tested on machines that have AVX-512 too)."""
+    if which == "without-avx512":
+        monkeypatch.setattr(native, "_FLAG_SETS", (NO_AVX512,))
+        monkeypatch.setattr(native, "_state", {})
+        monkeypatch.setenv("COMPSDE_CACHE_DIR", str(folder))
+    if native.library() is None:
+        pytest.skip(f"no compiled kernels: {native.status()['reason']}")
+    assert which == "native" or not native.status()["avx512"]
+
+
+@pytest.fixture(params=["native", "without-avx512"])
+def build(request, monkeypatch, tmp_path_factory):
+    """Each build of the kernels in turn."""
+    _use_build(request.param, monkeypatch, tmp_path_factory.getbasetemp() / "kernels")
+    return request.param
+
+
+@pytest.fixture(params=["compiled", "compiled-without-avx512", "torch"])
+def path(request, monkeypatch, tmp_path_factory):
+    """Run a test with each build of the compiled kernels and with the torch fallback."""
     if request.param == "torch":
         monkeypatch.setattr(native, "library", lambda: None)
-    elif native.library() is None:
-        pytest.skip(f"no compiled kernels: {native.status()['reason']}")
+    else:
+        which = "native" if request.param == "compiled" else "without-avx512"
+        _use_build(which, monkeypatch, tmp_path_factory.getbasetemp() / "kernels")
     return request.param
 
 
@@ -52,6 +75,13 @@ def test_kernels_compile_where_a_compiler_exists():
     assert status["available"], status["reason"]
 
 
+@pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler on this machine")
+def test_the_native_build_uses_avx512_where_the_cpu_has_it():
+    flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
+    has = {"avx512f", "avx512bw"} <= set(flags.split())
+    assert native.status()["avx512"] == has
+
+
 @pytest.mark.parametrize("wire", ["bits", "scatter", "auto"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("agents", "d"), [(2, 1), (2, 4099), (3, 17), (4, 800), (5, 1001),
@@ -64,10 +94,11 @@ def test_wires_are_bitwise_the_dsignsgd_direction(path, wire, dtype, agents, d):
     assert got.dtype == dtype and same_bits(got, want)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(1, 300), dtype=st.sampled_from([torch.float32, torch.float64]),
        seed=st.integers(0, 2**16))
-def test_pack_matches_the_compressor_layout(n, dtype, seed):
+def test_pack_matches_the_compressor_layout(build, n, dtype, seed):
     x = torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=dtype)
     x[:: max(1, n // 3)] = torch.tensor([0.0, -0.0, float("nan"), float("inf")],
                                         dtype=dtype)[seed % 4]
@@ -80,9 +111,10 @@ def test_pack_matches_the_compressor_layout(n, dtype, seed):
         assert finite == bool(torch.isfinite(x).all())
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.integers(1, 255), nbytes=st.integers(1, 40), seed=st.integers(0, 2**16))
-def test_count_planes_counts_the_set_bits(rows, nbytes, seed):
+def test_count_planes_counts_the_set_bits(build, rows, nbytes, seed):
     gen = torch.Generator().manual_seed(seed)
     packed = torch.randint(0, 256, (rows, nbytes + 3), dtype=torch.uint8, generator=gen)
     view = packed[:, 1 : 1 + nbytes]                     # strided rows, as the wire's slices
@@ -97,7 +129,7 @@ def test_count_planes_counts_the_set_bits(rows, nbytes, seed):
 
 @pytest.mark.parametrize("world", [1, 2, 7, 8, 15, 16, 100, 255])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_planes_decode_to_the_mean(world, dtype):
+def test_planes_decode_to_the_mean(build, world, dtype):
     shard = 8 * 13
     planes = CountPlanes(shard, world, torch.device("cpu"))
     counts = torch.randint(0, world + 1, (shard,), generator=torch.Generator().manual_seed(world))
@@ -108,6 +140,29 @@ def test_planes_decode_to_the_mean(world, dtype):
         pytest.skip(native.status()["reason"])
     want = counts[: shard - 5].to(dtype).mul_(2.0 / world).sub_(1.0)
     assert same_bits(out, want)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 3, 4, 8])
+@pytest.mark.parametrize("world", [2, 3, 8])
+def test_decoding_into_unaligned_memory(build, offset, world):
+    """Shards of a bucket start anywhere: the decoders write the same values at any address."""
+    n = 8 * 37 + 5
+    gen = torch.Generator().manual_seed(world + offset)
+    rows = torch.randint(0, 256, (world, (n + 7) // 8), dtype=torch.uint8, generator=gen)
+    counts = torch.from_numpy(np.unpackbits(rows.numpy(), axis=1)[:, :n].sum(0))
+    want = counts.to(torch.float32).mul_(2.0 / world).sub_(1.0)
+    out = torch.full((n + offset,), 7.0)[offset:]
+    # the byte loops' streaming stores need 16-byte alignment (else the caller falls back)
+    runs = native.status()["avx512"] or out.data_ptr() % 16 == 0
+    assert native.mean_from_rows(rows, world, out) == runs
+    assert not runs or same_bits(out, want)
+    padded = torch.zeros(8 * rows.shape[1], dtype=torch.int64)
+    padded[:n] = counts
+    planes = CountPlanes(padded.numel(), world, torch.device("cpu"))
+    message = planes.pack(padded, torch.empty(planes.nbytes, dtype=torch.uint8))
+    out.fill_(7.0)
+    assert native.mean_from_planes(message.view(count_bits(world), -1), world, out) == runs
+    assert not runs or same_bits(out, want)
 
 
 def test_unsupported_inputs_fall_back():

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 SOURCE = Path(__file__).with_name("sign_kernels.c")
+HEADERS = (Path(__file__).with_name("sign_kernels_avx512.h"),)
 TABLE_BITS = 4          # count planes decoded through group tables (16^b rows)
 GROUP = 4               # coordinates per lookup in those tables (GROUP in sign_kernels.c)
 LUT_COUNT_MAX = 255     # counts decoded one coordinate at a time through a 256-entry table
@@ -77,7 +78,7 @@ def _cpu_key() -> str:
 
 def _build(compiler: str, flags: tuple[str, ...], folder: Path) -> Path:
     """Compile SOURCE with ``flags`` into ``folder`` (atomically) unless already there."""
-    source = SOURCE.read_bytes()
+    source = b"\0".join(path.read_bytes() for path in (SOURCE, *HEADERS))
     key = hashlib.sha256(b"\0".join([source, " ".join(flags + _BASE_FLAGS).encode(),
                                      platform.machine().encode(), _cpu_key().encode(),
                                      compiler.encode()])).hexdigest()[:16]
@@ -102,9 +103,10 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     ptr = ctypes.c_void_p
     lib.compsde_sign_pack_shards.argtypes = [ptr, i64, i64, i32, i32, ptr, i64, i64]
     lib.compsde_sign_count_planes.argtypes = [rows, i32, i64, i32, ptr, i64]
-    lib.compsde_sign_decode_planes.argtypes = [rows, i32, i64, ptr, i32, ptr]
-    lib.compsde_sign_decode_rows.argtypes = [rows, i32, i32, i64, ptr, i32, ptr]
+    lib.compsde_sign_decode_planes.argtypes = [rows, i32, i64, ptr, ptr, i32, ptr]
+    lib.compsde_sign_decode_rows.argtypes = [rows, i32, i32, i64, ptr, ptr, i32, ptr]
     lib.compsde_sign_decode_lut.argtypes = [rows, ptr, i32, i64, ptr, i32, ptr]
+    lib.compsde_sign_avx512.argtypes = []
     return lib
 
 
@@ -146,7 +148,8 @@ def status() -> dict[str, Any]:
     """Whether the kernels are in use, and why (or why not)."""
     lib = library()
     return {"available": lib is not None, "reason": _state.get("reason"),
-            "path": _state.get("path"), "native_arch": _state.get("native_arch", False)}
+            "path": _state.get("path"), "native_arch": _state.get("native_arch", False),
+            "avx512": lib is not None and bool(lib.compsde_sign_avx512())}
 
 
 # -- tables ---------------------------------------------------------------------------------
@@ -241,10 +244,10 @@ def mean_from_rows(rows: Tensor, world: int, out: Tensor) -> bool:
     if (lib is None or not _bytes_ok(rows) or not _out_ok(out) or bits > TABLE_BITS
             or rows.shape[1] * 8 < out.numel()):
         return False
-    _, table = _tables_for(world, bits, out.dtype)
+    lut, table = _tables_for(world, bits, out.dtype)
     return lib.compsde_sign_decode_rows(_rows(rows), rows.shape[0], bits, out.numel(),
-                                        table.data_ptr(), _ELEMENT_SIZES[out.dtype],
-                                        out.data_ptr()) == 0
+                                        table.data_ptr(), lut.data_ptr(),
+                                        _ELEMENT_SIZES[out.dtype], out.data_ptr()) == 0
 
 
 def mean_from_planes(planes: Tensor, world: int, out: Tensor) -> bool:
@@ -261,7 +264,8 @@ def mean_from_planes(planes: Tensor, world: int, out: Tensor) -> bool:
     size = _ELEMENT_SIZES[out.dtype]
     if table is not None:
         return lib.compsde_sign_decode_planes(_rows(planes), bits, out.numel(),
-                                              table.data_ptr(), size, out.data_ptr()) == 0
+                                              table.data_ptr(), lut.data_ptr(), size,
+                                              out.data_ptr()) == 0
     weights = (ctypes.c_uint8 * bits)(*[1 << (bits - 1 - j) for j in range(bits)])
     return lib.compsde_sign_decode_lut(_rows(planes), weights, bits, out.numel(),
                                        lut.data_ptr(), size, out.data_ptr()) == 0

@@ -4,8 +4,9 @@
  * ctypes). Bit layout as compsde.compressors.bits.pack_signs: bit 1 = x >= 0, most significant
  * bit first, the last byte zero-padded. A "plane" j of counts holds bit (b - 1 - j) of every
  * coordinate's count, most significant plane first (compsde.distributed.wire.CountPlanes).
- * Decoding never computes: it copies values from tables built in torch with the same
- * arithmetic as the in-process simulation, so the result is bitwise the same.
+ * Decoding never computes a value: it looks values up in tables built in torch with the same
+ * arithmetic as the in-process simulation, so the result is bitwise the same. AVX-512 paths
+ * (sign_kernels_avx512.h) replace the float loops where the build has them.
  */
 #include <stdint.h>
 #include <string.h>
@@ -16,7 +17,7 @@
 /* x >= 0 as bits (NaN gives 0, -0.0 gives 1); returns 1 if any x is NaN or infinite, else 0
  * (x - x is 0 exactly for finite x). */
 #define PACK(T)                                                                             \
-    static int pack_##T(const T *x, int64_t n, uint8_t *out) {                              \
+    __attribute__((unused)) static int pack_##T(const T *x, int64_t n, uint8_t *out) {      \
         int64_t full = n / 8;                                                               \
         int nonfinite = 0;                                                                  \
         for (int64_t k = 0; k < full; k++) {                                                \
@@ -41,6 +42,8 @@
     }
 PACK(float)
 PACK(double)
+
+#include "sign_kernels_avx512.h"     /* AVX-512 pack and float32 decode, if built */
 
 /* Shard r of x (entries [r*shard, r*shard + shard) that exist) packed into row r of out
  * (rows `stride` bytes apart, `row_bytes` long, zero-padded); returns 1 if any x is NaN or
@@ -222,11 +225,32 @@ FROM_ROWS(uint16_t)
 FROM_ROWS(uint32_t)
 FROM_ROWS(uint64_t)
 
-/* `table`: 16^bits groups of GROUP values (element size `elem` bytes); bits <= 4. */
+#define SIGN_KERNELS_DECODE
+#include "sign_kernels_avx512.h"     /* float32 decoders, if built */
+
+/* 1 if this build has the AVX-512 paths, else 0. */
+int compsde_sign_avx512(void) {
+#ifdef HAVE_AVX512
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* `table`: 16^bits groups of GROUP values (element size `elem` bytes); bits <= 4. `lut`:
+ * the values of the counts 0..255 (used by the float32 AVX-512 path). */
 /* Both decoders need `out` 16-byte aligned (-2 otherwise: the caller falls back). */
 int compsde_sign_decode_planes(const uint8_t *const *planes, int bits, int64_t n,
-                               const void *table, int elem, void *out) {
+                               const void *table, const void *lut, int elem, void *out) {
+    (void)lut;                          /* used by the AVX-512 path only */
     if (bits < 1 || bits > 4) return -1;
+#ifdef HAVE_AVX512
+    if (elem == 4) {
+        planes_float_avx512(planes, bits, n, lut, out);
+        FENCE();
+        return 0;
+    }
+#endif
     if ((uintptr_t)out % 16) return -2;
     switch (elem) {
     case 2: from_planes_uint16_t(planes, bits, n, table, out); break;
@@ -239,8 +263,16 @@ int compsde_sign_decode_planes(const uint8_t *const *planes, int bits, int64_t n
 }
 
 int compsde_sign_decode_rows(const uint8_t *const *rows, int nrows, int bits, int64_t n,
-                             const void *table, int elem, void *out) {
+                             const void *table, const void *lut, int elem, void *out) {
+    (void)lut;                          /* used by the AVX-512 path only */
     if (bits < 1 || bits > 4 || nrows >= (1 << bits)) return -1;
+#ifdef HAVE_AVX512
+    if (elem == 4) {
+        rows_float_avx512(rows, nrows, n, lut, out);
+        FENCE();
+        return 0;
+    }
+#endif
     if ((uintptr_t)out % 16) return -2;
     switch (elem) {
     case 2: from_rows_uint16_t(rows, nrows, bits, n, table, out); break;
