@@ -13,12 +13,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .executors import Executor, LocalExecutor
+from .progress import progress_bar
 
 CHUNK_NUMBERS = 1 << 20  # random draws per step in one chunk (8 MB of float64)
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of per-step working set allowed per worker
@@ -93,6 +95,24 @@ class ChunkResult:
     losses: np.ndarray
     final_x: Tensor
     x_sum: np.ndarray | None = None
+
+
+class ChunkJob:
+    """Base of the picklable jobs that run a list of chunks (one task of an executor): each
+    chunk through ``_chunk``, under one step bar shown only where the job runs in the
+    driver's process. Subclasses are frozen dataclasses with ``problem``, ``steps``,
+    ``progress`` and ``keep_device`` fields and a ``label`` for the bar."""
+
+    label = "run"
+
+    def __call__(self, chunks: list[Chunk]) -> list[ChunkResult]:
+        bar = progress_bar(self.steps * len(chunks), enabled=self.progress and self.keep_device,
+                           unit="step", desc=f"{self.label} {self.problem.method.spec}")
+        with bar:
+            return [self._chunk(chunk, bar) for chunk in chunks]
+
+    def _chunk(self, chunk: Chunk, bar: Any) -> ChunkResult:
+        raise NotImplementedError
 
 
 def run_chunks(job: Callable[[list[Chunk]], list[ChunkResult]], chunks: Sequence[Chunk],

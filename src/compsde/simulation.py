@@ -22,6 +22,7 @@ from ._checks import check_device, check_float, check_int
 from .chunks import (
     DEFAULT_MEMORY_BUDGET,
     Chunk,
+    ChunkJob,
     ChunkResult,
     assemble,
     check_memory,
@@ -35,7 +36,6 @@ from .landscapes import Landscape
 from .methods import Method
 from .noise import NoiseLaw
 from .problem import Problem, resolve_dtype
-from .progress import progress_bar
 from .recording import LossRecorder, RunResult, record_schedule
 
 __all__ = ["DEFAULT_MEMORY_BUDGET", "SimulationJob", "simulate"]
@@ -171,8 +171,10 @@ def simulate(
 
 
 @dataclass(frozen=True)
-class SimulationJob:
+class SimulationJob(ChunkJob):
     """Simulates a list of chunks (picklable: one task of an executor)."""
+
+    label = "simulate"
 
     problem: Problem
     steps: int
@@ -183,12 +185,6 @@ class SimulationJob:
     device: torch.device
     progress: bool = False
     keep_device: bool = True
-
-    def __call__(self, chunks: list[Chunk]) -> list[ChunkResult]:
-        bar = progress_bar(self.steps * len(chunks), enabled=self.progress and self.keep_device,
-                           unit="step", desc=f"simulate {self.problem.method.spec}")
-        with bar:
-            return [self._chunk(chunk, bar) for chunk in chunks]
 
     def _chunk(self, chunk: Chunk, bar: Any) -> ChunkResult:
         problem, steps, marks = self.problem, self.steps, self.marks

@@ -24,6 +24,7 @@ from .._checks import check_device, check_float, check_int, check_positive
 from ..chunks import (
     DEFAULT_MEMORY_BUDGET,
     Chunk,
+    ChunkJob,
     ChunkResult,
     assemble,
     check_memory,
@@ -37,7 +38,6 @@ from ..landscapes import Landscape
 from ..methods import Method
 from ..noise import NoiseLaw
 from ..problem import Problem, resolve_dtype
-from ..progress import progress_bar
 from ..recording import LossRecorder, RunResult, record_schedule
 from ..simulation import check_working_set, kept_limit
 from .diffusion import Covariance, DiagonalCov, FactorCov
@@ -268,10 +268,12 @@ def simulate_sde(
 
 
 @dataclass(frozen=True)
-class SDEJob:
+class SDEJob(ChunkJob):
     """Integrates a list of chunks (picklable: one task of an executor). Chunk ``c`` draws its
     Brownian increments from ``(seed, c, 0)`` and builds its model (Monte-Carlo moments) with
     a generator from ``(seed, c, 1)``."""
+
+    label = "sde"
 
     problem: Problem
     builder: ModelBuilder
@@ -285,12 +287,6 @@ class SDEJob:
     record_mean_x: bool = False
     progress: bool = False
     keep_device: bool = True
-
-    def __call__(self, chunks: list[Chunk]) -> list[ChunkResult]:
-        bar = progress_bar(self.steps * len(chunks), enabled=self.progress and self.keep_device,
-                           unit="step", desc=f"sde {self.problem.method.spec}")
-        with bar:
-            return [self._chunk(chunk, bar) for chunk in chunks]
 
     def _chunk(self, chunk: Chunk, bar: Any) -> ChunkResult:
         problem, steps, marks, substeps = self.problem, self.steps, self.marks, self.substeps
