@@ -71,7 +71,8 @@ int compsde_sign_pack_shards(const void *x, int64_t n, int64_t shard, int rows, 
 /* 8 bytes of `row` from byte offset k; bytes at or past `nbytes` read as zero. */
 INLINE uint64_t load_word(const uint8_t *row, int64_t k, int64_t nbytes) {
     uint64_t word = 0;
-    memcpy(&word, row + k, nbytes - k >= 8 ? 8 : (size_t)(nbytes - k));
+    if (nbytes - k >= 8) memcpy(&word, row + k, 8);         /* one load, not a memcpy call */
+    else memcpy(&word, row + k, (size_t)(nbytes - k));
     return word;
 }
 

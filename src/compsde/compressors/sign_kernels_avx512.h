@@ -55,8 +55,8 @@ PACK_AVX512(double)
 #define pack_double pack_double_avx512
 #else
 /* float32 decoding, 16 coordinates per permute of the 16 values lut[0..15] (counts < 16),
- * streaming stores where `out` is 64-byte aligned (see split_head). word[j] (lane order) holds 64 coordinates'
- * bits of plane or row j; the 16-lane index is their count. */
+ * streaming stores where `out` is 64-byte aligned (see SPLIT_HEAD). word[j] (lane order)
+ * holds 64 coordinates' bits of plane or row j; the 16-lane index is their count. */
 INLINE __m512i planes_index(const uint64_t *word, const int bits, int v) {
     __m512i index = _mm512_setzero_si512();
     for (int j = 0; j < bits; j++)
@@ -88,12 +88,8 @@ INLINE void emit16_float(__m512 value, float *out, int64_t left, int stream) {
         int64_t nbytes = (n + 7) / 8;                                                       \
         for (int64_t k = 0; k < nbytes; k += 8) {                                           \
             uint64_t word[16];                                                              \
-            for (int j = 0; j < count; j++) {                                               \
-                uint64_t w = 0;                                                             \
-                if (nbytes - k >= 8) memcpy(&w, src[j] + k, 8);                             \
-                else w = load_word(src[j], k, nbytes);                                      \
-                word[j] = reverse_byte_bits(w);                                             \
-            }                                                                               \
+            for (int j = 0; j < count; j++)                                                 \
+                word[j] = reverse_byte_bits(load_word(src[j], k, nbytes));                  \
             for (int v = 0; v < 4 && 8 * k + 16 * v < n; v++) {                             \
                 __m512 value = _mm512_permutexvar_ps(INDEX(word, count, v), values);        \
                 emit16_float(value, out + 8 * k + 16 * v, n - 8 * k - 16 * v, stream);      \
