@@ -31,6 +31,21 @@ def rank_env(rank: int, world: int, init_file: Path, extra: dict[str, str] | Non
     return env
 
 
+def join_group(timeout_s: float = 60.0) -> tuple[int, int]:
+    """In a rank started by :func:`start_ranks`: one intra-op thread, join the gloo group of
+    :func:`rank_env`'s rendezvous; ``(rank, world)``."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=os.environ["COMPSDE_INIT_METHOD"], rank=rank,
+                            world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
+    return rank, world
+
+
 def start_ranks(argv: list[str], world: int, tmp: Path, extra: dict[str, str] | None = None
                 ) -> list[subprocess.Popen]:
     """Start ``world`` processes of ``[python, *argv]`` with RANK/WORLD_SIZE set."""

@@ -8,8 +8,6 @@ the unsupported settings.
 
 from __future__ import annotations
 
-import datetime
-import os
 import sys
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from ddp_spawn import join_group
 from fsdp_cases import CASES, LR, STEPS, BlockModel, rank_grads
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -100,10 +99,7 @@ def errors() -> dict[str, str]:
 
 def main() -> None:
     out = Path(sys.argv[1])
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=os.environ["COMPSDE_INIT_METHOD"], rank=rank,
-                            world_size=world, timeout=datetime.timedelta(seconds=60))
+    rank, _ = join_group()
     results = {}
     for name, (spec, options) in CASES.items():
         record = run_case(spec, options, rank)[0]

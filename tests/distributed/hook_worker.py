@@ -8,8 +8,6 @@ replay them in-process."""
 
 from __future__ import annotations
 
-import datetime
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +28,7 @@ from ddp_cases import (
     mlp_model,
     rank_grads,
 )
+from ddp_spawn import join_group
 
 from compsde.distributed import register
 
@@ -80,10 +79,7 @@ def run_mlp(rank: int) -> dict:
 
 def main() -> None:
     out = Path(sys.argv[1])
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=os.environ["COMPSDE_INIT_METHOD"], rank=rank,
-                            world_size=world, timeout=datetime.timedelta(seconds=60))
+    rank, world = join_group()
     only = sys.argv[2].split(",") if len(sys.argv) > 2 else None
     results = {}
     for name, (spec, options) in cases(world).items():
