@@ -260,6 +260,7 @@ def test_cli_bad_input_is_one_line(args, name, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_data("fashion-mnist")
 def test_cli_fashion_mnist_under_two_minutes(tmp_path):
     """The issue's acceptance run, in a fresh process with torch's default threads."""
     started = time.perf_counter()

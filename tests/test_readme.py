@@ -20,7 +20,6 @@ from compsde.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 # Sizes of the shrunk runs: small enough for seconds on 2 cores, large enough to compute
 # standard errors (runs ≥ 2) and to record a curve.
@@ -37,7 +36,8 @@ SLOW = ("torchrun", "compsde reproduce")
 # Commands that judge a claim: at shrunk sizes a verdict may fail (exit 1) — the command still
 # has to run to its verdict, never end in a usage error (exit 2) or a traceback.
 VERDICTS = ("demo", "validate", "reproduce")
-NEEDS_FASHION = ("--data fashion-mnist", "compsde train")  # train's default data set
+DEFAULT_DATA = {"train": "fashion-mnist", "advise": "fashion-mnist",
+                "compsde.distributed.train": "fashion-mnist"}
 
 
 def blocks(language: str) -> list[str]:
@@ -74,13 +74,31 @@ def shrink(words: list[str], out: Path) -> list[str]:
     return words
 
 
+def data_sets(command: str) -> tuple[str, ...]:
+    """The data sets ``command`` reads: its ``--data`` (or the command's default), or the
+    figures' (the registry says which)."""
+    from compsde.experiments import load_all
+
+    words = shlex.split(command)
+    if words[0] not in ("compsde", "torchrun"):
+        return ()
+    key = words[words.index("-m") + 1] if "-m" in words else words[1] if len(words) > 1 else ""
+    if key == "reproduce":
+        figures = load_all()
+        names = sorted(figures) if words[2] == "all" else [words[2]]
+        return tuple(dict.fromkeys(d for n in names for d in figures[n].data))
+    if "--data" in words:
+        return (words[words.index("--data") + 1],)
+    return (DEFAULT_DATA[key],) if key in DEFAULT_DATA else ()
+
+
 def _marks(command: str) -> list:
     marks = []
-    needs_fashion = any(part in command for part in NEEDS_FASHION)
-    if command.startswith(SLOW) or needs_fashion:     # a figure, torchrun, or ~10 s of loading
-        marks.append(pytest.mark.slow)
-    if needs_fashion and not FASHION.is_dir():
-        marks.append(pytest.mark.skip(reason="Fashion-MNIST is not installed"))
+    needs = data_sets(command)
+    if command.startswith(SLOW) or "fashion-mnist" in needs:  # a figure, torchrun, or ~10 s
+        marks.append(pytest.mark.slow)                       # of loading Fashion-MNIST
+    if needs:
+        marks.append(pytest.mark.needs_data(*needs))
     return marks
 
 

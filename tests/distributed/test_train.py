@@ -116,8 +116,7 @@ def test_world_size_one_works_with_a_note(tmp_path):
 
 @pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None,
                     reason="torchrun not installed beside this python")
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
-                    reason="needs 'apt-get install dataset-fashion-mnist'")
+@pytest.mark.needs_data("fashion-mnist")
 def test_torchrun_dsignsgd_on_fashion_mnist_loss_falls(tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}

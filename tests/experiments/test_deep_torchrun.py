@@ -34,6 +34,7 @@ def test_torchrun_backend_runs_a_tiny_job():
 
 
 @pytest.mark.slow
+@pytest.mark.needs_data("fashion-mnist")
 def test_fig2_distributed_end_to_end(tmp_path):
     """`reproduce fig2 --distributed` at a tiny size: every arm is a torchrun job (1–4 ranks)."""
     from compsde.experiments import fig2

@@ -9,14 +9,10 @@ import pytest
 
 from compsde.experiments import fig1, load_all
 from compsde.experiments.fig1_mlp import load_subset
-from compsde.nn.data import DatasetNotAvailable, load_fashion_mnist
 
 
+@pytest.mark.needs_data("fashion-mnist")
 def test_fig1_reduced_run_passes_all_panels(tmp_path, monkeypatch):
-    try:
-        load_fashion_mnist()
-    except DatasetNotAvailable:
-        pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
     monkeypatch.setitem(fig1.CONFIGS, "quick", fig1.CONFIGS["test"])
     outcome = load_all()["fig1"].run(tmp_path, preset="quick", seed=0)
     report = json.loads((tmp_path / "fig1.json").read_text())

@@ -40,6 +40,7 @@ def test_arms_follow_the_first_order_rules():
                                  for a in panel.arms)
 
 
+@pytest.mark.needs_data("fashion-mnist")
 def test_reduced_fig2_end_to_end_and_cached(tmp_path):
     outcome = fig2.reproduce(TINY, tmp_path, device="cpu")
     assert set(outcome.panels) == {"vit", "resnet"}
@@ -61,6 +62,7 @@ def test_reduced_fig2_end_to_end_and_cached(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
+@pytest.mark.needs_data("fashion-mnist")
 def test_quick_fig2_reproduces_the_claim(tmp_path):
     """`compsde reproduce fig2 --quick` (budget: 10 minutes on 2 idle cores)."""
     from compsde.cli import main
@@ -73,6 +75,7 @@ def test_quick_fig2_reproduces_the_claim(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
+@pytest.mark.needs_data("fashion-mnist")
 def test_full_fig2_preset_runs_end_to_end_on_cpu_at_two_steps(tmp_path):
     """The paper-scale networks (ResNet-18-like, ViT-S-like) on the CPU, 2 steps per run."""
     preset = fig2.FULL.scaled(steps=2, eval_every=2, ref_seeds=2, eval_size=128,

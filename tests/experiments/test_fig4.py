@@ -42,6 +42,7 @@ def test_preset_checks_kappa_divides():
         fig4.QUICK.scaled(kappa=3)
 
 
+@pytest.mark.needs_data("fashion-mnist")
 def test_reduced_fig4_end_to_end(tmp_path):
     outcome = fig4.reproduce(TINY, tmp_path, device="cpu")
     assert list(outcome.panels) == ["vit (T)", "vit (K)", "resnet (T)", "resnet (K)"]
@@ -54,6 +55,7 @@ def test_reduced_fig4_end_to_end(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
+@pytest.mark.needs_data("fashion-mnist")
 def test_quick_fig4_reproduces_the_claim(tmp_path):
     """`compsde reproduce fig4 --quick` (budget: 10 minutes on 2 idle cores)."""
     import json
@@ -67,6 +69,7 @@ def test_quick_fig4_reproduces_the_claim(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
+@pytest.mark.needs_data("fashion-mnist")
 def test_full_fig4_preset_runs_end_to_end_on_cpu_at_four_steps(tmp_path):
     """The paper-scale networks on the CPU, 4 steps per run (κ = 2: the (T) runs take 2 and 1)."""
     preset = fig4.FULL.scaled(steps=4, eval_every=4, ref_seeds=2, eval_size=128,

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
 from compsde.experiments import lm
 from compsde.experiments.registry import FIGURE_MODULES, load_all
-from compsde.nn.data import FASHION_MNIST_DIR
-from compsde.nn.text import FORTUNES_DIR
 
-needs_text = pytest.mark.skipif(not Path(FORTUNES_DIR).is_dir(),
-                                reason="needs 'apt-get install fortunes'")
+needs_text = pytest.mark.needs_data("text")
 TINY = lm.SMOKE
 
 
@@ -95,9 +91,7 @@ def test_tiny_run_writes_png_and_json_with_verdicts(tmp_path):
 
 
 @pytest.mark.slow
-@needs_text
-@pytest.mark.skipif(not Path(FASHION_MNIST_DIR).is_dir(),
-                    reason="needs 'apt-get install dataset-fashion-mnist'")
+@pytest.mark.needs_data("text", "fashion-mnist")
 def test_quick_preset_passes(tmp_path):
     outcome = lm.reproduce(lm.QUICK, tmp_path, seed=0, jobs=2)
     assert outcome.verdict == "pass", outcome.panels

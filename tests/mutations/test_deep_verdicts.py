@@ -19,17 +19,12 @@ import mutants
 
 from compsde.cli import main
 from compsde.experiments import fig2, fig4
-from compsde.nn.data import DatasetNotAvailable, load_fashion_mnist
 
-pytestmark = pytest.mark.timeout(2400)
+pytestmark = [pytest.mark.timeout(2400), pytest.mark.needs_data("fashion-mnist")]
 
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory) -> Path:
-    try:
-        load_fashion_mnist()
-    except DatasetNotAvailable:
-        pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
     return tmp_path_factory.mktemp("deep")
 
 

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import pytest
 
 from compsde.diagnose import groups, measure
 from compsde.experiments import lm
-from compsde.nn.text import FORTUNES_DIR
 
-pytestmark = pytest.mark.skipif(not Path(FORTUNES_DIR).is_dir(),
-                                reason="needs 'apt-get install fortunes'")
+pytestmark = pytest.mark.needs_data("text")
 TINY = lm.SMOKE
 
 

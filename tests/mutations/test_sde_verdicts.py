@@ -14,7 +14,6 @@ import mutants
 
 from compsde.cli import main
 from compsde.experiments import fig1
-from compsde.nn.data import DatasetNotAvailable, load_fashion_mnist
 from compsde.validate import lr_sweep
 
 TEST = fig1.CONFIGS["test"]
@@ -39,10 +38,6 @@ def panel_c() -> dict:
 
 
 def panel_d() -> dict:
-    try:
-        load_fashion_mnist()
-    except DatasetNotAvailable:
-        pytest.skip("Fashion-MNIST (dataset-fashion-mnist) is not installed")
     return fig1.panel_mlp(fig1.MLP, TEST["mlp_runs"], TEST["mlp_images"], TEST["mlp_steps"], 0,
                           False)
 
@@ -54,7 +49,13 @@ def sweep() -> dict:
 PANELS = {"A": panel_a, "B": panel_b, "C": panel_c, "D": panel_d}
 
 
-@pytest.mark.parametrize("name", sorted(PANELS))
+def panels(*names: str) -> list:
+    """``names`` as parameters; panel D (the MLP) reads Fashion-MNIST."""
+    return [pytest.param(n, marks=pytest.mark.needs_data("fashion-mnist")) if n == "D" else n
+            for n in names]
+
+
+@pytest.mark.parametrize("name", panels(*sorted(PANELS)))
 def test_real_code_passes_fig1_panel(name):
     assert PANELS[name]()["verdict"] == "pass"
 
@@ -71,7 +72,7 @@ def test_doubled_diffusion_fails_fig1_panel(name, monkeypatch, caught):
     caught(PANELS[name]()["verdict"])
 
 
-@pytest.mark.parametrize("name", ["A", "D"])
+@pytest.mark.parametrize("name", panels("A", "D"))
 def test_halved_drift_fails_fig1_panel(name, monkeypatch, caught):
     mutants.drift_halved(monkeypatch)
     caught(PANELS[name]()["verdict"])

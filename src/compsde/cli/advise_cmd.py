@@ -13,6 +13,7 @@ from ..advise import advise, parse_bandwidth, parse_duration, parse_latency, sav
 from ..advise.model import measure_dataset
 from ..diagnose.measure import DEFAULT_COMPRESSORS
 from ..io import versions
+from ..nn.data import check_data
 from .common import prepare_out
 
 
@@ -74,6 +75,7 @@ def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
         raise ValueError(f"--agents must be an integer >= 1, got {agents}")
     check_device(device, "--device")
     specs = list(compressors) or list(DEFAULT_COMPRESSORS)
+    check_data([data])                     # a missing data set: its install command, exit 2
     prepare_out(out)
     if threads is not None:
         torch.set_num_threads(threads)

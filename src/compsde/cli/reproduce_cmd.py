@@ -22,6 +22,7 @@ from .._checks import check_int
 from ..experiments import load_all
 from ..experiments.registry import Figure, FigureOutcome
 from ..experiments.report import ReportRow, write_report
+from ..nn.data import check_data
 from .common import executor_option, parse_executor, prepare_out, progress_enabled
 
 
@@ -167,6 +168,8 @@ def reproduce_command(name: str | None, quick: bool, full: bool, out: Path, seed
             if wanted and name not in able:
                 raise ValueError(f"--{option} is available for figure "
                                  f"{', '.join(able) or '(none)'}, got {name!r}")
+    chosen = sorted(figures) if name == "all" else [name]
+    check_data(d for n in chosen for d in figures[n].data)   # one line naming the install
     prepare_out(out)
     show = progress_enabled(progress)
     if name == "all":

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..nn.data import check_data
 from ..problem import Problem
 from ..recording import RunResult
 from ..sde import simulate_sde
@@ -247,6 +248,7 @@ def panel_mlp(cfg: dict[str, Any], runs: int, images: int, steps: int, seed: int
 
 def build(preset: str, seed: int = 0, progress: bool = False) -> dict[str, dict[str, Any]]:
     """Compute the four panels for ``preset`` ("quick", "full" or the test-size "test")."""
+    check_data(["fashion-mnist"])            # panel D's, before panel A starts
     size = CONFIGS[preset]
     runs = size["runs"]
     return {
@@ -265,7 +267,7 @@ CLAIM = ("The SDEs of DSGD, DCSGD and DSignSGD track the algorithms: mean losses
          "phase model in its phase) and an MLP.")
 
 
-@figure("fig1", CLAIM)
+@figure("fig1", CLAIM, data=("fashion-mnist",))
 def run(out: Path, preset: str = "quick", seed: int = 0, progress: bool = False) -> FigureOutcome:
     """Compute, draw and judge Figure 1; writes ``OUT/fig1.png``."""
     from .fig1_plot import draw

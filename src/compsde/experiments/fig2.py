@@ -43,6 +43,7 @@ from typing import Any
 
 from .. import compressors
 from ..executors import Executor
+from ..nn.data import check_data
 from ..scaling import dcsgd_from_dsgd
 from .deep import TrainSpec, data_shape, default_device, model_dimension
 from .deep_figure import Arm, Panel, plot_panels, train_panels
@@ -150,6 +151,7 @@ def reproduce(p: Preset, out: Path, *, seed: int = 0, progress: bool = False,
               jobs: int = 1, executor: Executor | str | None = None) -> FigureOutcome:
     """Train every arm of every panel (cached under ``out/cache/fig2``; ``jobs`` runs at a
     time in worker processes), judge, plot."""
+    check_data([p.data])                     # before any run: one line with the install command
     device = device or default_device()
     panels, numbers = [], {}
     for name, model, size, *norm in p.models:
@@ -178,7 +180,7 @@ NOTE = ("Training loss on a fixed training subset. Gaussian gradient noise is in
         "the run (grey band).")
 
 
-@figure("fig2", CLAIM)
+@figure("fig2", CLAIM, data=tuple(dict.fromkeys(p.data for p in PRESETS.values())))
 def run(out: Path, preset: str = "quick", seed: int = 0, progress: bool = False,
         distributed: bool = False, jobs: int = 1,
         executor: Executor | str | None = None) -> FigureOutcome:

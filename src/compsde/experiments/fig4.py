@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..executors import Executor
+from ..nn.data import check_data
 from ..scaling import dsignsgd_rules
 from .deep import TrainSpec, data_shape, default_device, model_dimension
 from .deep_figure import Arm, Panel, plot_panels, train_panels
@@ -148,6 +149,7 @@ def reproduce(p: Preset, out: Path, *, seed: int = 0, progress: bool = False,
               jobs: int = 1, executor: Executor | str | None = None) -> FigureOutcome:
     """Train every arm (cached under ``out/cache/fig4``; ``jobs`` runs at a time in worker
     processes), judge each panel, plot."""
+    check_data([p.data])                     # before any run: one line with the install command
     device = device or default_device()
     panels: list[Panel] = []
     numbers = {}
@@ -175,7 +177,7 @@ NOTE = ("Training loss on a fixed training subset. Gaussian gradient noise is in
         "seed, over the last half of the run (grey band).")
 
 
-@figure("fig4", CLAIM)
+@figure("fig4", CLAIM, data=tuple(dict.fromkeys(p.data for p in PRESETS.values())))
 def run(out: Path, preset: str = "quick", seed: int = 0, progress: bool = False,
         distributed: bool = False, jobs: int = 1,
         executor: Executor | str | None = None) -> FigureOutcome:

@@ -48,6 +48,7 @@ import numpy as np
 
 from .. import compressors
 from ..io import save_figure
+from ..nn.data import check_data
 from ..scaling import dcsgd_from_dsgd
 from ..verdicts import check
 from ..verdicts import panel as panel_verdict
@@ -194,18 +195,17 @@ def _arms(p: Preset, seed: int, d: int, *, noise: float = 0.0, nu: float = 0.0,
     return arms, {"omega": omega, "batch_rule": b_rule}
 
 
-def _noise_specs(p: Preset, seed: int) -> list[NoiseSpec]:
-    """The GPT's measurement and, where their data set is on this machine, the comparisons."""
-    from .deep import load
+def data_sets(p: Preset) -> tuple[str, ...]:
+    """The data sets ``p`` reads: the language model's text and the comparisons' images."""
+    return tuple(dict.fromkeys([p.data, *(data for _, _, data, _ in p.compare)]))
 
+
+def _noise_specs(p: Preset, seed: int) -> list[NoiseSpec]:
+    """The GPT's measurement and the comparisons'."""
     measure_seed = 1000 * seed + 900
     specs = [NoiseSpec(f"GPT ({p.model}), {p.data}", p.model, p.data, p.batch, p.lr, p.warmup,
                        p.samples, measure_seed)]
     for label, model, data, batch in p.compare:
-        try:
-            load(data)
-        except ValueError:        # e.g. Fashion-MNIST not installed: the comparison is skipped
-            continue
         specs.append(NoiseSpec(label, model, data, batch, p.compare_lr, p.warmup, p.samples,
                                measure_seed))
     return specs
@@ -238,6 +238,7 @@ def reproduce(p: Preset, out: Path, *, seed: int = 0, progress: bool = False,
               jobs: int = 1) -> FigureOutcome:
     """Measure, predict, train, judge, plot (module docstring); runs cached under
     ``out/cache/lm``."""
+    check_data(data_sets(p))                 # before any run: one line with the install command
     device = device or default_device()
     folder = Path(out) / "cache" / "lm"
     specs = _noise_specs(p, seed)
@@ -329,7 +330,8 @@ NOTE = ("Noise measured after the warm-up (Student-t fit per parameter group, 95
         "more than 2 se + 0.05 nats.")
 
 
-@figure("lm", CLAIM)
+@figure("lm", CLAIM, data=tuple(dict.fromkeys(d for p in PRESETS.values()
+                                             for d in data_sets(p))))
 def run(out: Path, preset: str = "quick", seed: int = 0, progress: bool = False,
         distributed: bool = False, jobs: int = 1) -> FigureOutcome:
     """Reproduce figure ``lm`` with the ``quick`` or ``full`` preset."""

