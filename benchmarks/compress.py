@@ -10,23 +10,48 @@ Side by side in one run, interleaved round-robin so machine noise hits every row
 - the DSignSGD wires of the DDP hook, one rank's work per bucket with the collectives left out:
   the bit all-gather at N = 2 (pack + mean of the 2 gathered rows) and the sign reduce-scatter
   at N = 8 (pack + count this rank's shard + unpack the 8 count planes into the mean).
-Targets: Rand-k compression and sign encode+decode each ≤ 2× the plain copy. The wires run
-the compiled kernels of ``compsde.distributed.native`` when they are available (the output says
-which path ran; ``COMPSDE_NATIVE=0`` forces the torch code). ``--threads`` sets torch's
-intra-op threads (default 1: the hooks' one thread per rank, and a single-threaded copy).
+Targets: Rand-k compression and sign encode+decode each ≤ 2× the plain copy, and ≤ 1.5× for
+sign encode+decode on the AVX2 build. The sign rows run once per build in ``--builds`` (default
+all three, side by side in the same interleaved rounds): ``native`` (the compiled kernels of
+``compsde.compressors.native`` built for this CPU: its AVX-512 paths where it has them),
+``avx2`` (the same build with ``-mno-avx512f``: its AVX2 paths, as on an AVX2-only CPU),
+``bytes`` (``-mno-avx2``: the byte loops) and ``torch`` (the torch code they replace).
+``--threads`` sets torch's intra-op threads (default 1: the hooks' one thread per rank, and a
+single-threaded copy).
 
     python benchmarks/compress.py [--d 11000000] [--repeats 21] [--threads 1]
+                                  [--builds native,avx2,torch]
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import torch
 
 from _common import interleaved, print_table, save
-from compsde.compressors import make
+from compsde.compressors import make, native
+
+
+def _under(build: Callable[[], AbstractContextManager], fn: Callable[[], object]
+           ) -> Callable[[], object]:
+    """``fn`` run with the kernels of ``build`` selected."""
+    def run() -> object:
+        with build():
+            return fn()
+    return run
+
+
+def _build_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    allowed = [*native.BUILDS, "torch"]
+    bad = [name for name in names if name not in allowed]
+    if bad or not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"must be distinct names among {', '.join(allowed)}, comma-separated; got {text!r}")
+    return names
 
 
 def _wire_cases(x: torch.Tensor, out: torch.Tensor) -> dict[str, Callable[[], object]]:
@@ -61,26 +86,45 @@ def _wire_cases(x: torch.Tensor, out: torch.Tensor) -> dict[str, Callable[[], ob
             "wire scatter N=8 encode+count+decode (out=)": scatter_round}
 
 
+def _sign_cases(x: torch.Tensor, out: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """The rows that run the sign kernels (one set per build)."""
+    sign = make("sign")
+    sign_message = sign.encode(x)
+    return {"sign encode": lambda: sign.encode(x),
+            "sign decode (out=)": lambda: sign.decode(sign_message, out=out),
+            "sign encode+decode (out=)": lambda: sign.decode(sign.encode(x), out=out),
+            "sign encode+decode (fresh)": lambda: sign.decode(sign.encode(x)),
+            **_wire_cases(x, out)}
+
+
+def _selector(build: str) -> Callable[[], AbstractContextManager]:
+    return lambda: native.using(build)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--d", type=int, default=11_000_000)
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--builds", type=_build_names, default="native,avx2,torch",
+                        help="comma-separated: native, avx2, bytes, torch")
     args = parser.parse_args()
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    from compsde.compressors import native
-
-    kernels = native.status()
+    kernels: dict[str, dict] = {}
+    for build in args.builds:
+        with native.using(build) as status:
+            kernels[build] = status
+        if build != "torch" and not status["available"]:
+            parser.error(f"--builds {build}: no compiled kernels ({status['reason']})")
 
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(args.d, generator=generator)
     y = torch.empty_like(x)
     out = torch.empty_like(x)
-    randk, sign = make("randk:ratio=0.01"), make("sign")
+    randk = make("randk:ratio=0.01")
     randk_message = randk.encode(x, torch.Generator().manual_seed(1))
-    sign_message = sign.encode(x)
 
     cases: dict[str, Callable[[], object]] = {
         "copy (preallocated)": lambda: y.copy_(x),
@@ -89,23 +133,41 @@ def main() -> None:
         "randk decode (out=)": lambda: randk.decode(randk_message,
                                                     torch.Generator().manual_seed(1), out=out),
         "randk __call__ (fresh)": lambda: randk(x, generator),
-        "sign encode": lambda: sign.encode(x),
-        "sign decode (out=)": lambda: sign.decode(sign_message, out=out),
-        "sign encode+decode (out=)": lambda: sign.decode(sign.encode(x), out=out),
-        "sign encode+decode (fresh)": lambda: sign.decode(sign.encode(x)),
     }
-    cases.update(_wire_cases(x, out))
+    floor = list(cases)
+    signs: list[str] = []
+    for build in args.builds:
+        with native.using(build):
+            built = _sign_cases(x, out)
+        signs = list(built)
+        cases.update({f"{name} [{build}]": _under(_selector(build), fn)
+                      for name, fn in built.items()})
     times = interleaved(cases, args.repeats)
     copy = times["copy (preallocated)"]
     ratios = {name: t / copy for name, t in times.items()}
     print(f"d = {args.d:,} float32, median of {args.repeats} interleaved repeats, "
-          f"{torch.get_num_threads()} threads; sign wire kernels: "
-          f"{'compiled' if kernels['available'] else 'torch'} ({kernels['reason']})")
+          f"{torch.get_num_threads()} threads")
+    for build, status in kernels.items():
+        print(f"  build {build}: {status['reason']}; avx512 {status['avx512']}, "
+              f"avx2 {status['avx2']}")
     print_table(["case", "ms", "× copy"],
-                [[name, f"{times[name] * 1e3:.2f}", f"{ratios[name]:.2f}"] for name in cases])
+                [[name, f"{times[name] * 1e3:.2f}", f"{ratios[name]:.2f}"] for name in floor])
+    print()
+    header = ["case"] + [f"{column} [{build}]" for build in args.builds
+                         for column in ("ms", "× copy")]
+    print_table(header, [[name] + [cell for build in args.builds
+                                   for cell in (f"{times[f'{name} [{build}]'] * 1e3:.2f}",
+                                                f"{ratios[f'{name} [{build}]']:.2f}")]
+                         for name in signs])
+    targets = {"randk encode": 2.0}
+    for build in args.builds:
+        for name in ("sign encode+decode (out=)", "wire bits N=2 encode+decode (out=)",
+                     "wire scatter N=8 encode+count+decode (out=)"):
+            targets[f"{name} [{build}]"] = 1.5 if build == "avx2" and name.startswith("sign") \
+                else 2.0
     path = save("compress", {
-        "command": "python benchmarks/compress.py "
-                   f"--d {args.d} --repeats {args.repeats} --threads {args.threads}",
+        "command": "python benchmarks/compress.py --d {} --repeats {} --threads {} --builds {}"
+                   .format(args.d, args.repeats, args.threads, ",".join(args.builds)),
         "threads": args.threads,
         "kernels": kernels,
         "d": args.d,
@@ -113,9 +175,7 @@ def main() -> None:
         "repeats": args.repeats,
         "seconds": times,
         "ratio_to_copy": ratios,
-        "targets": {"randk encode": 2.0, "sign encode+decode (out=)": 2.0,
-                    "wire bits N=2 encode+decode (out=)": 2.0,
-                    "wire scatter N=8 encode+count+decode (out=)": 2.0},
+        "targets": targets,
     })
     print(f"wrote {path}")
 

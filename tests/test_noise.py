@@ -314,3 +314,50 @@ def test_bad_arguments() -> None:
         Gaussian().sign_mean(torch.zeros(3), 0)
     with pytest.raises(ValueError, match="grad"):
         Gaussian().sign_mean(torch.tensor(1.0), 1)
+
+
+# -- how a batch is drawn (THEORY.md §1a) ----------------------------------------------------
+@pytest.mark.parametrize("batch", [4, 16])
+def test_gaussian_batch_mean_has_the_variance_of_the_convention(batch):
+    """The mean of B N(0, σ²) draws has variance σ²/B: the σ/√B convention, drawn B times."""
+    law = Gaussian([1.0, 3.0])
+    z = law.sample((20_000, 2, 3), gen(1), batch, batch_noise="mean")
+    var = z.var(dim=0)
+    truth = torch.tensor([1.0, 9.0])[:, None].expand(2, 3) / batch
+    assert_within_se(var, truth, truth * math.sqrt(2 / 20_000))
+
+
+def test_batch_mean_draws_batch_times_as_many_unit_draws():
+    """Same generator state: the mean of B draws is (Σ of the first B unit draws)·σ/B."""
+    law = Gaussian(2.0)
+    z = law.sample((5, 1, 2), gen(3), 4, batch_noise="mean")
+    g = gen(3)
+    unit = [torch.randn((5, 1, 2), generator=g, dtype=torch.float64) for _ in range(4)]
+    assert torch.allclose(z, 2.0 * torch.stack(unit).mean(dim=0))
+
+
+def test_cauchy_batch_mean_keeps_the_per_sample_scale():
+    """The mean of B Cauchy(σ) draws is Cauchy(σ), not Cauchy(σ/√B): median |Z| = σ."""
+    law = StudentT(1.0, 2.0)
+    runs = 40_000
+    z = law.sample((runs, 1, 1), gen(2), 16, batch_noise="mean").ravel()
+    scaled = law.sample((runs, 1, 1), gen(2), 16).ravel()
+    # se of the median of |Z| (density of |Z| at its median σ is 1/(πσ)): πσ/(2√R)
+    se = math.pi * 2.0 / (2 * math.sqrt(runs))
+    assert abs(float(z.abs().median()) - 2.0) <= Z_BAND * se
+    assert abs(float(scaled.abs().median()) - 0.5) <= Z_BAND * se / 4
+
+
+def test_batch_noise_is_checked():
+    with pytest.raises(ValueError, match="batch_noise must be one of scale, mean"):
+        Gaussian(1.0).sample((2, 1, 1), gen(), 2, batch_noise="sum")
+    with pytest.raises(ValueError, match="batch_noise"):
+        noise.check_batch_noise("Mean")
+
+
+def test_batch_mean_law_is_the_convention_for_gaussian_and_the_same_scale_for_cauchy():
+    assert torch.allclose(Gaussian(2.0).batch_mean_law(16).scale, torch.tensor(0.5,
+                                                                                dtype=torch.float64))
+    assert float(StudentT(1.0, 2.0).batch_mean_law(16).scale) == 2.0
+    with pytest.raises(ValueError, match="not a Student-t law"):
+        StudentT(1.5, 1.0).batch_mean_law(4)

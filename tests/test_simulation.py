@@ -217,3 +217,19 @@ def test_bad_input_raises_value_error_naming_the_parameter(override, name):
     kwargs.update(override)
     with pytest.raises(ValueError, match=name):
         simulate(kwargs.pop("method"), kwargs.pop("landscape"), kwargs.pop("noise"), **kwargs)
+
+
+def test_batch_noise_mean_averages_batch_draws_and_is_recorded():
+    """DSGD on ½x², B = 4: the mean of 4 draws at σ = 2 is N(0, 1), the σ/√B convention's law;
+    the stationary E x² = ησ²/(NB(2 − η)) of both ways of drawing agree within 5 se."""
+    kw = dict(lr=0.1, steps=400, runs=2000, agents=1, batch=4, seed=0, x0=0.0)
+    levels = {}
+    for mode in ("scale", "mean"):
+        res = simulate("dsgd", "quadratic:d=1", "gaussian:scale=2", batch_noise=mode, **kw)
+        assert res.config["batch_noise"] == mode
+        levels[mode] = res.tail_mean(0.5)
+    truth = 0.5 * 0.1 * 4.0 / (4 * (2 - 0.1))
+    for level, se in levels.values():
+        assert abs(level - truth) <= 5 * se
+    with pytest.raises(ValueError, match="batch_noise must be one of scale, mean"):
+        simulate("dsgd", "quadratic:d=1", "gaussian", batch_noise="median", **kw)

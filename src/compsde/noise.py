@@ -6,6 +6,10 @@ standard deviation; no variance for ``ν ≤ 2``, no mean for ``ν ≤ 1``).
 
 **Batch convention**: a per-agent batch of ``B`` divides the scale by ``√B`` (``σ → σ/√B``), for
 every law, heavy-tailed ones included (THEORY.md §1). ``scales(agents, d, batch)`` applies it.
+How a batch is *drawn* is a separate choice, ``batch_noise`` (:data:`BATCH_NOISE`): ``"scale"``
+(default, the convention itself: one draw at scale ``σ/√B``) or ``"mean"`` (the mean of ``B``
+per-sample draws at scale ``σ``, the batch as it is; Gaussian: the same law; Student-t with
+``ν ≤ 2``: not the same, THEORY.md §1a).
 
 **Scale shapes**: ``scale`` is a number, a sequence/1-D tensor or an ``(agents, d)``-broadcastable
 2-D tensor. A 1-D scale of length ``agents`` is per agent; otherwise a 1-D scale of length ``d``
@@ -20,7 +24,8 @@ from __future__ import annotations
 import copy
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -29,10 +34,22 @@ from . import _special
 from ._checks import check_int, check_positive
 from ._spec import parse_float_list, parse_spec, reject_unknown
 
-__all__ = ["NAMES", "Gaussian", "NoiseLaw", "StudentT", "make"]
+__all__ = ["BATCH_NOISE", "NAMES", "Gaussian", "NoiseLaw", "StudentT", "check_batch_noise",
+           "make"]
 
 ScaleLike = float | Sequence[float] | Tensor
 NAMES = ("gaussian", "student-t")
+# How a per-agent batch of B is drawn (THEORY.md §1a): "scale" one draw at σ/√B (the batch
+# convention), "mean" the mean of B per-sample draws at σ. NoiseLaw._BATCH_DRAWS maps each name
+# to its sampler, so a further batch law is one more entry there.
+BATCH_NOISE = ("scale", "mean")
+
+
+def check_batch_noise(value: str) -> str:
+    """``value`` if it is one of :data:`BATCH_NOISE`, else ValueError naming ``batch_noise``."""
+    if value not in BATCH_NOISE:
+        raise ValueError(f"batch_noise must be one of {', '.join(BATCH_NOISE)}, got {value!r}")
+    return value
 
 
 def _number(value: float) -> str:
@@ -148,13 +165,54 @@ class NoiseLaw(ABC):
 
     # -- sampling ----------------------------------------------------------------------------
     def sample(self, shape: tuple[int, ...], generator: torch.Generator, batch: int = 1, *,
-               dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> Tensor:
-        """Draw ``Z`` of shape ``(..., agents, d)``: ``Z_{i,j} = σ_{i,j}/√B · n`` (§1)."""
+               dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu",
+               batch_noise: str = "scale") -> Tensor:
+        """Draw ``Z`` of shape ``(..., agents, d)`` for a batch of ``B`` (§1, §1a).
+
+        ``batch_noise="scale"``: ``Z_{i,j} = σ_{i,j}/√B · n``; ``"mean"``:
+        ``Z_{i,j} = σ_{i,j} · mean_{b ≤ B} n_b`` (B independent unit draws, B× the draws).
+        """
         shape = tuple(shape)
         if len(shape) < 2:
             raise ValueError(f"shape must be (..., agents, d) with at least 2 entries, got {shape}")
+        draw = self._BATCH_DRAWS[check_batch_noise(batch_noise)]
+        batch = check_int("batch", batch, minimum=1)
+        return draw(self, shape, generator, batch, dtype, torch.device(device))
+
+    def _draw_scaled(self, shape: tuple[int, ...], generator: torch.Generator, batch: int,
+                     dtype: torch.dtype, device: torch.device) -> Tensor:
+        """One unit draw per entry, times the convention's scale ``σ/√B``."""
         scales = self._cached("scale", shape[-2], shape[-1], batch, dtype, device)
-        return self._standard(shape, generator, dtype, torch.device(device)).mul_(scales)
+        return self._standard(shape, generator, dtype, device).mul_(scales)
+
+    def _draw_mean(self, shape: tuple[int, ...], generator: torch.Generator, batch: int,
+                   dtype: torch.dtype, device: torch.device) -> Tensor:
+        """The mean of ``batch`` unit draws per entry, times the per-sample scale ``σ``.
+
+        Reads the scale at batch 1, so it does not share the convention's ``σ/√B`` line.
+        """
+        total = self._standard(shape, generator, dtype, device)
+        for _ in range(batch - 1):
+            total.add_(self._standard(shape, generator, dtype, device))
+        scales = self._cached("scale", shape[-2], shape[-1], 1, dtype, device)
+        return total.mul_(scales).div_(batch)
+
+    _BATCH_DRAWS: ClassVar[dict[str, Callable[..., Tensor]]] = {"scale": _draw_scaled,
+                                                                 "mean": _draw_mean}
+
+    def batch_mean_law(self, batch: int) -> NoiseLaw:
+        """The law of the mean of ``batch`` draws, when it is in this family (THEORY.md §1a).
+
+        Gaussian: scale ``σ/√B`` (the convention is exact). Student-t with ``ν = 1`` (Cauchy,
+        a stable law): scale ``σ`` for every B. Other ν: no closed form in the family
+        (ValueError); for ``ν < 2`` the scale of the mean grows like ``σ B^{1/ν − 1}``.
+        """
+        batch = check_int("batch", batch, minimum=1)
+        factor = self._batch_mean_factor(batch)
+        return self.with_scale(self.scale * factor)
+
+    def _batch_mean_factor(self, batch: int) -> float:
+        return 1.0 / math.sqrt(batch)
 
     @abstractmethod
     def _standard(self, shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype,
@@ -233,6 +291,13 @@ class StudentT(NoiseLaw):
 
     def _variance_factor(self) -> float:
         return self.nu / (self.nu - 2.0)
+
+    def _batch_mean_factor(self, batch: int) -> float:
+        if batch == 1 or self.nu == 1.0:
+            return 1.0
+        raise ValueError(f"batch_mean_law: the mean of {batch} Student-t draws with nu="
+                         f"{_number(self.nu)} is not a Student-t law (only nu = 1, Cauchy, is "
+                         f"stable; THEORY.md §1a)")
 
     def _standard(self, shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype,
                   device: torch.device) -> Tensor:

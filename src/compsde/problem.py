@@ -42,7 +42,8 @@ class Problem:
 
     ``x0`` is a number (every coordinate), a length-d sequence, or a tensor of shape (d,) or
     (runs, d). ``lr_schedule`` is ``"constant"`` (η_k = η) or ``"inv-sqrt"`` (η_k = η/√(k+1),
-    THEORY.md §8).
+    THEORY.md §8). ``batch_noise`` is how the simulator draws a batch of B (``"scale"``: one
+    draw at σ/√B; ``"mean"``: the mean of B draws at σ; :data:`compsde.noise.BATCH_NOISE`).
     """
 
     method: Method | str
@@ -53,6 +54,7 @@ class Problem:
     batch: int = 1
     x0: float | Sequence[float] | Tensor = 1.0
     lr_schedule: str = "constant"
+    batch_noise: str = "scale"
     _x0_tensor: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -63,6 +65,7 @@ class Problem:
         self.agents = check_int("agents", self.agents, minimum=1, text=False)
         self.batch = check_int("batch", self.batch, minimum=1, text=False)
         self.lr_schedule = check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        self.batch_noise = noise.check_batch_noise(self.batch_noise)
         d = self.landscape.dim
         self.method.omegas(self.agents, d)  # checks per-agent lists and k <= d
         self.noise.scales(self.agents, d, self.batch)  # checks per-agent/per-coordinate sizes
@@ -117,6 +120,7 @@ class Problem:
             "lr_schedule": self.lr_schedule,
             "agents": self.agents,
             "batch": self.batch,
+            "batch_noise": self.batch_noise,
             "d": self.dim,
             "x0": x0.tolist() if x0.ndim == 2 or not bool((x0 == x0[0]).all()) else float(x0[0]),
             "loss": "f(x) - f*" if self.landscape.minimum is not None else "f(x)",

@@ -118,11 +118,13 @@ def simulate(
     lr_schedule: str = "constant",
     progress: bool = False,
     executor: Executor | str | None = None,
+    batch_noise: str = "scale",
 ) -> RunResult:
     """Run the discrete algorithm ``runs`` times and record the loss f(x_k) − f*.
 
     x_{k+1} = x_k − η_k · mean_i m_i with m_i the method's message of g_i = ∇f(x_k) + Z_i,
-    Z_i drawn from ``noise`` with the batch convention σ → σ/√B (THEORY.md §2). Runs are cut
+    Z_i drawn from ``noise`` with the batch convention σ → σ/√B (THEORY.md §2), or, with
+    ``batch_noise="mean"``, as the mean of B per-sample draws at σ (§1a). Runs are cut
     into chunks seeded from ``(seed, chunk)`` (:mod:`compsde.chunks`): one ``seed`` reproduces
     every run bitwise, whatever ``executor`` (``local``, ``processes:N``, ``ray[:ADDRESS]``) and
     ``memory_budget`` (bytes of per-step working set per worker; a ValueError says when one
@@ -131,7 +133,7 @@ def simulate(
     """
     landscape = check_working_set(landscape, agents, dtype, memory_budget)
     problem = Problem(method, landscape, noise, lr=lr, agents=agents, batch=batch, x0=x0,
-                      lr_schedule=lr_schedule)
+                      lr_schedule=lr_schedule, batch_noise=batch_noise)
     steps = check_int("steps", steps, minimum=1, text=False)
     runs = check_int("runs", runs, minimum=1, text=False)
     seed = check_int("seed", seed, minimum=0, text=False)
@@ -204,7 +206,7 @@ class SimulationJob(ChunkJob):
             if k == steps:
                 break
             grads = law.sample(shape, generator, problem.batch, dtype=self.dtype,
-                               device=self.device)
+                               device=self.device, batch_noise=problem.batch_noise)
             grads.add_(landscape.grad(x).unsqueeze(-2))
             x.sub_(method.direction(grads, generator), alpha=problem.step_size(k))
             bar.update(1)

@@ -135,16 +135,20 @@ class Validation:
 
 def validate(method: str, landscape: str, noise: str, *, lr: float, steps: int,
              runs: int = 500, z: float = Z_DEFAULT, dt: float | None = None,
-             stability: bool = False, moments: str = "auto", **common: Any) -> Validation:
+             stability: bool = False, moments: str = "auto", batch_noise: str = "scale",
+             **common: Any) -> Validation:
     """Run the algorithm and its SDE on the same config and compare their mean losses.
 
     ``common`` takes the remaining arguments of :func:`~compsde.simulation.simulate` (agents,
-    batch, seed, x0, dtype, device, record_every, …). ``z`` sets the tolerance in standard
-    errors of the gap (default 4: a per-record false alarm rate of 6e-5).
+    batch, seed, x0, dtype, device, record_every, …). ``batch_noise`` goes to the algorithm
+    only: with ``"mean"`` it averages B draws while the SDE keeps the σ/√B convention (§1a).
+    ``z`` sets the tolerance in standard errors of the gap (default 4: a per-record false alarm
+    rate of 6e-5).
     """
     z = check_float("z", z, low=0.0, low_open=True)
     runs = check_int("runs", runs, minimum=2)  # standard errors need two runs
-    alg = simulate(method, landscape, noise, lr=lr, steps=steps, runs=runs, **common)
+    alg = simulate(method, landscape, noise, lr=lr, steps=steps, runs=runs,
+                   batch_noise=batch_noise, **common)
     sde = simulate_sde(method, landscape, noise, lr=lr, steps=steps, runs=runs, dt=dt,
                        stability=stability, moments=moments, **common)
     return Validation(alg, sde, compare_curves(alg, sde, z))
@@ -215,7 +219,7 @@ def slope_standard_error(lrs: np.ndarray, errors: np.ndarray, se: np.ndarray) ->
 
 def lr_sweep(method: str, landscape: str, noise: str, *, lrs: Sequence[float], horizon: float,
              runs: int = 2000, substeps: int = 8, stability: bool = False,
-             moments: str = "auto", **common: Any) -> LrSweep:
+             moments: str = "auto", batch_noise: str = "scale", **common: Any) -> LrSweep:
     """Weak error at SDE time ``horizon`` for each learning rate in ``lrs``.
 
     The algorithm takes ``round(horizon/η)`` steps; the SDE is integrated with ``substeps``
@@ -233,7 +237,7 @@ def lr_sweep(method: str, landscape: str, noise: str, *, lrs: Sequence[float], h
     for lr in values:
         steps = max(1, round(horizon / lr))
         kw = dict(lr=lr, steps=steps, runs=runs, **common, record_every=steps)
-        alg = simulate(method, landscape, noise, **kw)
+        alg = simulate(method, landscape, noise, batch_noise=batch_noise, **kw)
         sde = simulate_sde(method, landscape, noise, dt=lr / substeps, stability=stability,
                            moments=moments, **kw)
         err = abs(alg.loss_mean[-1] - sde.loss_mean[-1])

@@ -23,35 +23,43 @@ DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 HAS_COMPILER = shutil.which(os.environ.get("CC") or "gcc") is not None
 
 
-NO_AVX512 = ("-O3", "-march=native", "-mno-avx512f")
+BUILDS = ["native", "avx2", "bytes"]
+
+
+def _cpu_flags() -> set[str]:
+    with open("/proc/cpuinfo") as file:
+        return set(next((line for line in file if line.startswith("flags")), "").split())
 
 
 def _use_build(which: str, monkeypatch, folder) -> None:
-    """Load the kernels as built for this CPU, or the same build without its AVX-512 paths (so
-    the byte loops are tested on machines that have AVX-512 too)."""
-    if which == "without-avx512":
-        monkeypatch.setattr(native, "_FLAG_SETS", (NO_AVX512,))
+    """Load the kernels as built for this CPU, the same build without AVX-512 (its AVX2 paths)
+    or without AVX2 (the byte loops), so that every path is tested on a machine that has
+    AVX-512."""
+    if which != "native":
+        monkeypatch.setattr(native, "_FLAG_SETS", (native.BUILDS[which],))
         monkeypatch.setattr(native, "_state", {})
         monkeypatch.setenv("COMPSDE_CACHE_DIR", str(folder))
     if native.library() is None:
         pytest.skip(f"no compiled kernels: {native.status()['reason']}")
-    assert which == "native" or not native.status()["avx512"]
+    status = native.status()
+    assert which == "native" or not status["avx512"]
+    assert which != "bytes" or not status["avx2"]
 
 
-@pytest.fixture(params=["native", "without-avx512"])
+@pytest.fixture(params=BUILDS)
 def build(request, monkeypatch, tmp_path_factory):
     """Each build of the kernels in turn."""
     _use_build(request.param, monkeypatch, tmp_path_factory.getbasetemp() / "kernels")
     return request.param
 
 
-@pytest.fixture(params=["compiled", "compiled-without-avx512", "torch"])
+@pytest.fixture(params=[f"compiled-{which}" for which in BUILDS] + ["torch"])
 def path(request, monkeypatch, tmp_path_factory):
     """Run a test with each build of the compiled kernels and with the torch fallback."""
     if request.param == "torch":
         monkeypatch.setattr(native, "library", lambda: None)
     else:
-        which = "native" if request.param == "compiled" else "without-avx512"
+        which = request.param.removeprefix("compiled-")
         _use_build(which, monkeypatch, tmp_path_factory.getbasetemp() / "kernels")
     return request.param
 
@@ -77,9 +85,21 @@ def test_kernels_compile_where_a_compiler_exists():
 
 @pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler on this machine")
 def test_the_native_build_uses_avx512_where_the_cpu_has_it():
-    flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
-    has = {"avx512f", "avx512bw"} <= set(flags.split())
+    flags = _cpu_flags()
+    has = {"avx512f", "avx512bw", "avx512dq"} <= flags
     assert native.status()["avx512"] == has
+    assert native.status()["avx2"] == ("avx2" in flags and not has)
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason="no C compiler on this machine")
+@pytest.mark.skipif("avx2" not in _cpu_flags(), reason="the CPU has no AVX2")
+@pytest.mark.parametrize("which", ["avx2", "bytes"])
+def test_the_builds_without_avx512_take_their_own_paths(which):
+    """-mno-avx512f leaves the AVX2 paths, -mno-avx2 the byte loops."""
+    with native.using(which) as status:
+        assert status["available"], status["reason"]
+        assert native.BUILDS[which][-1] in status["reason"]
+        assert not status["avx512"] and status["avx2"] == (which == "avx2")
 
 
 @pytest.mark.parametrize("wire", ["bits", "scatter", "auto"])
@@ -153,7 +173,8 @@ def test_decoding_into_unaligned_memory(build, offset, world):
     want = counts.to(torch.float32).mul_(2.0 / world).sub_(1.0)
     out = torch.full((n + offset,), 7.0)[offset:]
     # the byte loops' streaming stores need 16-byte alignment (else the caller falls back)
-    runs = native.status()["avx512"] or out.data_ptr() % 16 == 0
+    status = native.status()
+    runs = status["avx512"] or status["avx2"] or out.data_ptr() % 16 == 0
     assert native.mean_from_rows(rows, world, out) == runs
     assert not runs or same_bits(out, want)
     padded = torch.zeros(8 * rows.shape[1], dtype=torch.int64)

@@ -19,6 +19,10 @@ def test_fig3_reduced(tmp_path):
     assert all(v is not None for v in left["phase_start_step"].values())
     right = outcome.panels["right: linear speedup"]
     assert [r["agents"] for r in right["rows"]] == [1, 2, 4, 8, 16]
+    batches = outcome.panels["batch: mean of B draws"]
+    assert sorted({r["batch"] for r in batches["rows"]}) == [4, 16]
+    cauchy = [r for r in batches["rows"] if r["noise"].startswith("student-t")]
+    assert cauchy and all(r["prediction"] > 3 * r["convention_prediction"] for r in cauchy)
     assert outcome.png.exists() and outcome.png.stat().st_size > 10_000
     assert "fig3" in load_all()
     again = fig3.run(out=tmp_path, sizes={"runs": 200, "speed_runs": 100,

@@ -142,3 +142,16 @@ def dsignsgd_rule_keeps_agents(monkeypatch: Any) -> None:
         return rule
 
     mutate(monkeypatch, rules, "dsignsgd_rules", wrong)
+
+
+def batch_scale_over_b(monkeypatch: Any) -> None:
+    """The batch convention divides the noise scale by B instead of √B (σ → σ/B)."""
+    from compsde.noise import NoiseLaw
+
+    def wrong(original: Any) -> Any:
+        def cached(self: NoiseLaw, kind: str, agents: int, d: int, batch: int, *rest: Any) -> Any:
+            return original(self, kind, agents, d, batch * batch, *rest)
+
+        return cached
+
+    mutate(monkeypatch, NoiseLaw, "_cached", wrong)

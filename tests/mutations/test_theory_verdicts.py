@@ -15,6 +15,7 @@ from compsde.experiments import fig3, fig5
 
 FIG3 = {"runs": 200, "steps": 1500, "speed_runs": 100, "speed_steps": 2000}
 LEFT, RIGHT = "left: phase bounds", "right: linear speedup"
+BATCHES = "batch: mean of B draws"
 FIG5 = fig5.PRESETS["quick"]
 A, B, C, D = ("a: DCSGD vs tail index", "b: DCSGD vs noise scale",
               "c: DSignSGD vs tail index", "d: DSignSGD vs noise scale")
@@ -30,7 +31,7 @@ def fig5_panels(out: Path) -> dict:
 
 def test_real_code_passes_figures_3_and_5(tmp_path):
     assert {k: p["verdict"] for k, p in fig3_panels(tmp_path / "3").items()} == {
-        LEFT: "pass", RIGHT: "pass"}
+        LEFT: "pass", RIGHT: "pass", BATCHES: "pass"}
     assert all(p["verdict"] == "pass" for p in fig5_panels(tmp_path / "5").values())
 
 
@@ -43,6 +44,12 @@ def test_tripled_phase_bound_fails_fig3_left(monkeypatch, caught, tmp_path):
 def test_doubled_phase3_prediction_fails_fig3_right(monkeypatch, caught, tmp_path):
     mutants.phase3_prediction_doubled(monkeypatch)
     caught(fig3_panels(tmp_path)[RIGHT]["verdict"])
+
+
+def test_batch_convention_over_b_fails_fig3_batches(monkeypatch, caught, tmp_path):
+    """σ/B instead of σ/√B: the runs that really average B draws do not follow it."""
+    mutants.batch_scale_over_b(monkeypatch)
+    caught(fig3_panels(tmp_path)[BATCHES]["verdict"])
 
 
 def test_doubled_omega_fails_fig5_settling(monkeypatch, caught, tmp_path):

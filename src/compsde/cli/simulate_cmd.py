@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..noise import BATCH_NOISE
 from ..plotting import plot_losses, readable_spec, run_title
 from ..simulation import simulate
 from .common import (
@@ -21,10 +22,14 @@ from .common import (
 @click.command("simulate")
 @problem_options("results/simulate")
 @executor_option
+@click.option("--batch-noise", "batch_noise", default="scale", show_default=True,
+              type=click.Choice(BATCH_NOISE),
+              help="how a batch of B is drawn: scale (one draw at σ/√B, the convention) or "
+                   "mean (the mean of B draws at σ)")
 def simulate_command(method: str, landscape: str, noise: str, lr: float, lr_schedule: str,
                      agents: int, batch: int, steps: int, runs: int, seed: int, dtype: str,
                      x0: str, record_every: int | None, device: str, out: Path, plot: bool,
-                     progress: bool, executor: str) -> None:
+                     progress: bool, executor: str, batch_noise: str) -> None:
     """Simulate the discrete algorithm over --runs Monte-Carlo paths; writes result.json."""
     chosen = parse_executor(executor)
     start = parse_x0(x0)
@@ -32,7 +37,8 @@ def simulate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
     result = simulate(method, landscape, noise, lr=lr, steps=steps, agents=agents, batch=batch,
                       runs=runs, seed=seed, x0=start, dtype=dtype, device=device,
                       record_every=default_record_every(steps, record_every),
-                      lr_schedule=lr_schedule, progress=progress, executor=chosen)
+                      lr_schedule=lr_schedule, progress=progress, executor=chosen,
+                      batch_noise=batch_noise)
     path = result.save(out)
     click.echo(f"{result.config['method']} on {result.config['landscape']}, "
                f"noise {result.config['noise']}: final loss mean {result.loss_mean[-1]:.4g} "

@@ -10,6 +10,7 @@ import numpy as np
 
 from .._checks import check_int
 from ..io import save_figure, versions, write_json
+from ..noise import BATCH_NOISE
 from ..validate import Z_DEFAULT, lr_sweep, validate
 from .common import (
     default_record_every,
@@ -58,12 +59,16 @@ def _parse_lrs(text: str, lr: float) -> list[float]:
                    "Monte-Carlo estimates")
 @click.option("--stability/--no-stability", default=False, show_default=True,
               help="stability-corrected drift (THEORY.md §8)")
+@click.option("--batch-noise", "batch_noise", default="scale", show_default=True,
+              type=click.Choice(BATCH_NOISE),
+              help="how the algorithm draws a batch of B: scale (one draw at σ/√B) or mean "
+                   "(the mean of B draws at σ; the SDE keeps σ/√B)")
 def validate_command(method: str, landscape: str, noise: str, lr: float, lr_schedule: str,
                      agents: int, batch: int, steps: int, runs: int, seed: int, dtype: str,
                      x0: str, record_every: int | None, device: str, out: Path, plot: bool,
                      progress: bool, sweep: str | None, horizon: float | None,
                      substeps: int | None, z: float, moments: str, stability: bool,
-                     executor: str) -> None:
+                     batch_noise: str, executor: str) -> None:
     """Run --method and its SDE on one config; report both mean-loss curves, their 95 %
     confidence intervals and the largest gap; with --lr-sweep, the weak error against lr."""
     check_int("--runs", runs, minimum=2)  # a comparison needs standard errors: two runs
@@ -78,6 +83,7 @@ def validate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
     prepare_out(out)
     check = validate(method, landscape, noise, lr=lr, steps=steps, runs=runs, z=z,
                      dt=lr / (substeps or 1), stability=stability, moments=moments,
+                     batch_noise=batch_noise,
                      record_every=default_record_every(steps, record_every), **common)
     payload = check.to_dict()
     s = check.stats
@@ -93,7 +99,7 @@ def validate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
         result_sweep = lr_sweep(method, landscape, noise, lrs=lrs,
                                 horizon=horizon if horizon is not None else steps * lr,
                                 runs=runs, substeps=substeps or 8, stability=stability,
-                                moments=moments, **common)
+                                moments=moments, batch_noise=batch_noise, **common)
         payload["lr_sweep"] = result_sweep.to_dict()
         for row, ok in zip(result_sweep.details, result_sweep.resolved, strict=True):
             click.echo(f"  lr={row['lr']:<10g} weak error {row['weak_error']:.3g} ± "

@@ -7,9 +7,12 @@ C loop does each in one pass (BENCHMARKS.md, "Compression on the wire", has the 
 The source is compiled on first use with the system C compiler (``$CC`` or ``cc``) into a cache
 folder (``$COMPSDE_CACHE_DIR``, else ``$XDG_CACHE_HOME/compsde``, else ``~/.cache/compsde``),
 keyed by the source, the flags and the CPU, written atomically so that ranks starting together
-share one file; it is loaded with :mod:`ctypes`. Without a compiler, or with
-``COMPSDE_NATIVE=0``, every function here returns ``False`` and the caller runs its torch code;
-:func:`status` says which path is in use.
+share one file, with a checksum file (SHA-256 and size) verified before loading: a damaged
+entry (truncated, another library, garbage) is rebuilt with one warning line on stderr. It is
+loaded with :mod:`ctypes`. Without a compiler, or with ``COMPSDE_NATIVE=0`` (see
+:func:`enabled`), every function here returns ``False`` and the caller runs its torch code;
+:func:`status` says which path is in use. The build for this CPU takes its AVX-512 paths where
+it has them, else its AVX2 paths, else byte loops (:data:`BUILDS`, :func:`using`).
 
 Decoding copies values from tables built in torch by the in-process simulation's arithmetic
 (``count·(2/N) − 1`` in the output dtype, :meth:`compsde.methods.DSignSGD.direction`), so the
@@ -22,11 +25,15 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
+import sys
 import sysconfig
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +41,51 @@ import torch
 from torch import Tensor
 
 SOURCE = Path(__file__).with_name("sign_kernels.c")
-HEADERS = (Path(__file__).with_name("sign_kernels_avx512.h"),)
+HEADERS = (Path(__file__).with_name("sign_kernels_avx512.h"),
+           Path(__file__).with_name("sign_kernels_avx2.h"))
 TABLE_BITS = 4          # count planes decoded through group tables (16^b rows)
 GROUP = 4               # coordinates per lookup in those tables (GROUP in sign_kernels.c)
 LUT_COUNT_MAX = 255     # counts decoded one coordinate at a time through a 256-entry table
 _ELEMENT_SIZES = {torch.float16: 2, torch.bfloat16: 2, torch.float32: 4, torch.float64: 8}
 _PACKED_DTYPES = {torch.float32: 4, torch.float64: 8}
-_FLAG_SETS = (("-O3", "-march=native"), ("-O3",))
+#: Flags of the builds :func:`using` selects: for this CPU (its AVX-512 paths where it has
+#: them), the same without AVX-512 (the AVX2 paths), and without AVX2 (the byte loops).
+BUILDS = {"native": ("-O3", "-march=native"),
+          "avx2": ("-O3", "-march=native", "-mno-avx512f"),
+          "bytes": ("-O3", "-march=native", "-mno-avx2")}
+_FLAG_SETS = (BUILDS["native"], ("-O3",))
 _BASE_FLAGS = ("-shared", "-fPIC", "-std=c99", "-ffp-contract=off")
+_SYMBOLS = ("compsde_sign_pack_shards", "compsde_sign_count_planes", "compsde_sign_decode_planes",
+            "compsde_sign_decode_rows", "compsde_sign_decode_lut", "compsde_sign_avx512",
+            "compsde_sign_avx2")
+_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}
+_builds: dict[str, dict[str, Any]] = {}
 _tables: dict[tuple[int, int, torch.dtype], tuple[Tensor, Tensor | None]] = {}
+
+
+class _BadEntry(Exception):
+    """A cached library that fails verification (the message says how)."""
+
+
+def _warn(message: str) -> None:
+    """One line on stderr."""
+    print(f"compsde: warning: {message}", file=sys.stderr, flush=True)
+
+
+def enabled() -> bool:
+    """``$COMPSDE_NATIVE``: unset, empty or one of 1/true/yes/on uses the kernels, 0/false/no/off
+    the torch code (case-insensitive); anything else raises ``ValueError``."""
+    value = os.environ.get("COMPSDE_NATIVE", "")
+    word = value.strip().lower()
+    if word in ("", *_ON):
+        return True
+    if word in _OFF:
+        return False
+    raise ValueError(f"COMPSDE_NATIVE must be one of {', '.join(_ON)} (compiled sign kernels) "
+                     f"or {', '.join(_OFF)} (torch code), got {value!r}")
 
 
 def _cache_dir() -> Path:
@@ -55,15 +95,25 @@ def _cache_dir() -> Path:
     return Path(base) / "compsde"
 
 
-def _compiler() -> str | None:
-    """``$CC`` when set (and only it), else Python's own compiler, ``cc`` or ``gcc``."""
-    if os.environ.get("CC"):
-        return shutil.which(os.environ["CC"])
+def _compiler() -> tuple[list[str] | None, str]:
+    """The compiler command, or None and why: ``$CC`` when set (and only it; split as a shell
+    would, so ``CC='gcc -O0'`` is gcc with that flag), else Python's own compiler, ``cc`` or
+    ``gcc``."""
+    cc = os.environ.get("CC", "")
+    if cc.strip():
+        try:
+            words = shlex.split(cc)
+        except ValueError as exc:
+            return None, f"CC={cc!r} cannot be split into a command ({exc})"
+        program = shutil.which(words[0])
+        if program is None:
+            return None, f"CC={cc!r}: no program {words[0]!r} found on PATH"
+        return [program, *words[1:]], ""
     names = [(sysconfig.get_config_var("CC") or "").split(" ")[0], "cc", "gcc"]
     for name in names:
         if name and shutil.which(name):
-            return shutil.which(name)
-    return None
+            return [str(shutil.which(name))], ""
+    return None, "no C compiler found ($CC unset; cc and gcc not on PATH)"
 
 
 def _cpu_key() -> str:
@@ -76,21 +126,69 @@ def _cpu_key() -> str:
     return platform.processor()
 
 
-def _build(compiler: str, flags: tuple[str, ...], folder: Path) -> Path:
-    """Compile SOURCE with ``flags`` into ``folder`` (atomically) unless already there."""
+def _checksum_path(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
+
+
+def _digest(data: bytes) -> str:
+    return f"{hashlib.sha256(data).hexdigest()} {len(data)}"
+
+
+def _verify(target: Path) -> None:
+    """Raise :class:`_BadEntry` unless ``target`` has the size and SHA-256 its checksum file
+    (written with it) records; checked before the library is mapped, since a truncated one
+    faults (SIGBUS) when called."""
+    try:
+        recorded = _checksum_path(target).read_text().split()
+    except OSError:
+        raise _BadEntry("it has no checksum file") from None
+    data = target.read_bytes()
+    if len(recorded) != 2 or not recorded[1].isdigit():
+        raise _BadEntry("its checksum file is unreadable")
+    if int(recorded[1]) != len(data):
+        raise _BadEntry(f"it has {len(data)} bytes, its checksum file says {recorded[1]}")
+    if _digest(data) != " ".join(recorded):
+        raise _BadEntry("its SHA-256 differs from its checksum file's")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, partial = tempfile.mkstemp(prefix=path.name, suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
+
+def _build(compiler: list[str], flags: tuple[str, ...], folder: Path, *,
+           rebuild: bool = False) -> Path:
+    """Compile SOURCE with ``flags`` into ``folder`` unless a verified build is there (a damaged
+    one is rebuilt, with one warning line). The checksum file is replaced before the library,
+    both atomically, so ranks starting together share one verified pair."""
     source = b"\0".join(path.read_bytes() for path in (SOURCE, *HEADERS))
     key = hashlib.sha256(b"\0".join([source, " ".join(flags + _BASE_FLAGS).encode(),
                                      platform.machine().encode(), _cpu_key().encode(),
-                                     compiler.encode()])).hexdigest()[:16]
+                                     "\0".join(compiler).encode()])).hexdigest()[:16]
     target = folder / f"sign_kernels-{key}.so"
-    if target.exists():
-        return target
+    if target.exists() and not rebuild:
+        try:
+            _verify(target)
+            return target
+        except _BadEntry as exc:
+            _warn(f"the cached sign kernels {target} are damaged ({exc}); rebuilding them")
     folder.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(prefix=target.name, suffix=".part", dir=folder)
     os.close(fd)
     try:
-        subprocess.run([compiler, *flags, *_BASE_FLAGS, "-o", partial, str(SOURCE)],
-                       check=True, capture_output=True, timeout=120)
+        done = subprocess.run([*compiler, *flags, *_BASE_FLAGS, "-o", partial, str(SOURCE)],
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            first = (done.stderr.strip().splitlines() or ["no message"])[0]
+            raise subprocess.SubprocessError(f"{' '.join(compiler)} exited with status "
+                                             f"{done.returncode}: {first}")
+        _write_atomically(_checksum_path(target), _digest(Path(partial).read_bytes()).encode())
         os.replace(partial, target)
     finally:
         if os.path.exists(partial):
@@ -99,6 +197,9 @@ def _build(compiler: str, flags: tuple[str, ...], folder: Path) -> Path:
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    missing = [name for name in _SYMBOLS if not hasattr(lib, name)]
+    if missing:
+        raise _BadEntry(f"it lacks {', '.join(missing)}")
     rows, i64, i32 = ctypes.POINTER(ctypes.c_void_p), ctypes.c_int64, ctypes.c_int
     ptr = ctypes.c_void_p
     lib.compsde_sign_pack_shards.argtypes = [ptr, i64, i64, i32, i32, ptr, i64, i64]
@@ -107,49 +208,93 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.compsde_sign_decode_rows.argtypes = [rows, i32, i32, i64, ptr, ptr, i32, ptr]
     lib.compsde_sign_decode_lut.argtypes = [rows, ptr, i32, i64, ptr, i32, ptr]
     lib.compsde_sign_avx512.argtypes = []
+    lib.compsde_sign_avx2.argtypes = []
     return lib
 
 
-def _load() -> None:
-    """Fill ``_state``: the library (or None) and why."""
-    if os.environ.get("COMPSDE_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
-        _state.update(lib=None, reason="disabled by COMPSDE_NATIVE=0")
-        return
-    compiler = _compiler()
+def _open(compiler: list[str], flags: tuple[str, ...], folder: Path) -> tuple[ctypes.CDLL, Path]:
+    """The verified library of ``flags`` in ``folder``; one that loads without the kernels'
+    symbols is rebuilt and loaded afresh (under another name: the loader would hand back the
+    library already loaded under the old one)."""
+    path = _build(compiler, flags, folder)
+    try:
+        return _declare(ctypes.CDLL(str(path))), path
+    except (OSError, _BadEntry) as exc:
+        _warn(f"the cached sign kernels {path} are damaged ({exc}); rebuilding them")
+    path = _build(compiler, flags, folder, rebuild=True)
+    fresh = path.with_name(f"{path.stem}-{os.getpid()}-{threading.get_ident()}.so")
+    shutil.copyfile(path, fresh)
+    try:
+        return _declare(ctypes.CDLL(str(fresh))), path
+    finally:
+        fresh.unlink(missing_ok=True)
+
+
+def _load(flag_sets: tuple[tuple[str, ...], ...] | None = None) -> dict[str, Any]:
+    """The library (or None) and why, built with the first of ``flag_sets`` that works."""
+    if not enabled():
+        return {"lib": None, "reason": "disabled by COMPSDE_NATIVE="
+                                       + os.environ.get("COMPSDE_NATIVE", "")}
+    compiler, why = _compiler()
     if compiler is None:
-        _state.update(lib=None, reason="no C compiler found ($CC, cc or gcc)")
-        return
+        if os.environ.get("CC", "").strip():
+            _warn(f"{why}; the sign kernels run as torch code")
+        return {"lib": None, "reason": why}
     folders = [_cache_dir(), Path(tempfile.gettempdir()) / f"compsde-{os.getuid()}"]
     errors = []
-    for flags in _FLAG_SETS:
+    for flags in flag_sets or _FLAG_SETS:
         for folder in folders:
             try:
-                path = _build(compiler, flags, folder)
-                lib = _declare(ctypes.CDLL(str(path)))
-            except (OSError, subprocess.SubprocessError) as exc:
+                lib, path = _open(compiler, flags, folder)
+            except (OSError, subprocess.SubprocessError, _BadEntry) as exc:
                 errors.append(f"{' '.join(flags)} in {folder}: {exc}")
                 continue
-            _state.update(lib=lib, reason=f"compiled with {compiler} {' '.join(flags)}",
-                          path=str(path), native_arch="-march=native" in flags)
-            return
-    _state.update(lib=None, reason="compiling sign_kernels.c failed: " + "; ".join(errors))
+            return {"lib": lib, "reason": f"compiled with {' '.join(compiler)} {' '.join(flags)}",
+                    "path": str(path), "native_arch": "-march=native" in flags}
+    reason = "compiling sign_kernels.c failed: " + "; ".join(errors)
+    if os.environ.get("CC", "").strip():
+        _warn(f"with CC={os.environ['CC']!r}, {reason}; the sign kernels run as torch code")
+    return {"lib": None, "reason": reason}
 
 
 def library() -> ctypes.CDLL | None:
-    """The loaded kernels, compiled on the first call; None when unavailable."""
+    """The loaded kernels, compiled on the first call; None when unavailable. Raises
+    ``ValueError`` for a ``$COMPSDE_NATIVE`` that is not one of the values :func:`enabled`
+    lists."""
     if "lib" not in _state:
         with _lock:
             if "lib" not in _state:
-                _load()
+                _state.update(_load())
     return _state["lib"]
 
 
 def status() -> dict[str, Any]:
-    """Whether the kernels are in use, and why (or why not)."""
+    """Whether the kernels are in use, and why (or why not); ``avx512`` / ``avx2``: whether the
+    loaded build has its AVX-512 paths, or (only without those) its AVX2 paths."""
     lib = library()
     return {"available": lib is not None, "reason": _state.get("reason"),
             "path": _state.get("path"), "native_arch": _state.get("native_arch", False),
-            "avx512": lib is not None and bool(lib.compsde_sign_avx512())}
+            "avx512": lib is not None and bool(lib.compsde_sign_avx512()),
+            "avx2": lib is not None and bool(lib.compsde_sign_avx2())}
+
+
+@contextmanager
+def using(build: str) -> Iterator[dict[str, Any]]:
+    """Inside the block, run the kernels of ``build`` (a key of :data:`BUILDS`, compiled on
+    first use) or, with ``"torch"``, the torch code; yields :func:`status` of that choice. For
+    benchmarks and tests that compare builds in one process; not thread-safe."""
+    global _state
+    if build != "torch" and build not in BUILDS:
+        raise ValueError(f"build must be one of {', '.join(BUILDS)} or torch, got {build!r}")
+    if build not in _builds:
+        with _lock:
+            _builds[build] = ({"lib": None, "reason": "the torch code (chosen)"}
+                              if build == "torch" else _load((BUILDS[build],)))
+    saved, _state = _state, _builds[build]
+    try:
+        yield status()
+    finally:
+        _state = saved
 
 
 # -- tables ---------------------------------------------------------------------------------

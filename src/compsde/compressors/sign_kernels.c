@@ -6,7 +6,8 @@
  * coordinate's count, most significant plane first (compsde.distributed.wire.CountPlanes).
  * Decoding never computes a value: it looks values up in tables built in torch with the same
  * arithmetic as the in-process simulation, so the result is bitwise the same. AVX-512 paths
- * (sign_kernels_avx512.h) replace the float loops where the build has them.
+ * (sign_kernels_avx512.h), or else AVX2 paths (sign_kernels_avx2.h), replace the float loops
+ * where the build has them.
  */
 #include <stdint.h>
 #include <string.h>
@@ -43,7 +44,15 @@
 PACK(float)
 PACK(double)
 
-#include "sign_kernels_avx512.h"     /* AVX-512 pack and float32 decode, if built */
+/* Bit e of every byte moved to bit 7 - e: lane order (bit i = coordinate i) <-> pack order. */
+__attribute__((unused)) INLINE uint64_t reverse_byte_bits(uint64_t w) {
+    w = ((w >> 1) & 0x5555555555555555ull) | ((w & 0x5555555555555555ull) << 1);
+    w = ((w >> 2) & 0x3333333333333333ull) | ((w & 0x3333333333333333ull) << 2);
+    return ((w >> 4) & 0x0F0F0F0F0F0F0F0Full) | ((w & 0x0F0F0F0F0F0F0F0Full) << 4);
+}
+
+#include "sign_kernels_avx512.h"     /* AVX-512 pack, if built */
+#include "sign_kernels_avx2.h"       /* else the AVX2 pack, if built */
 
 /* Shard r of x (entries [r*shard, r*shard + shard) that exist) packed into row r of out
  * (rows `stride` bytes apart, `row_bytes` long, zero-padded); returns 1 if any x is NaN or
@@ -228,6 +237,7 @@ FROM_ROWS(uint64_t)
 
 #define SIGN_KERNELS_DECODE
 #include "sign_kernels_avx512.h"     /* float32 decoders, if built */
+#include "sign_kernels_avx2.h"       /* else the AVX2 ones, if built */
 
 /* 1 if this build has the AVX-512 paths, else 0. */
 int compsde_sign_avx512(void) {
@@ -238,16 +248,26 @@ int compsde_sign_avx512(void) {
 #endif
 }
 
+/* 1 if this build has the AVX2 paths (only built without the AVX-512 ones), else 0. */
+int compsde_sign_avx2(void) {
+#ifdef HAVE_AVX2
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 /* `table`: 16^bits groups of GROUP values (element size `elem` bytes); bits <= 4. `lut`:
- * the values of the counts 0..255 (used by the float32 AVX-512 path). */
-/* Both decoders need `out` 16-byte aligned (-2 otherwise: the caller falls back). */
+ * the values of the counts 0..255 (used by the float32 AVX-512 and AVX2 paths). */
+/* Both decoders need `out` 16-byte aligned (-2 otherwise: the caller falls back), except on
+ * the float32 vector paths. */
 int compsde_sign_decode_planes(const uint8_t *const *planes, int bits, int64_t n,
                                const void *table, const void *lut, int elem, void *out) {
-    (void)lut;                          /* used by the AVX-512 path only */
+    (void)lut;                          /* used by the vector paths only */
     if (bits < 1 || bits > 4) return -1;
-#ifdef HAVE_AVX512
+#if defined(HAVE_AVX512) || defined(HAVE_AVX2)
     if (elem == 4) {
-        planes_float_avx512(planes, bits, n, lut, out);
+        planes_float_vector(planes, bits, n, lut, out);
         FENCE();
         return 0;
     }
@@ -265,11 +285,11 @@ int compsde_sign_decode_planes(const uint8_t *const *planes, int bits, int64_t n
 
 int compsde_sign_decode_rows(const uint8_t *const *rows, int nrows, int bits, int64_t n,
                              const void *table, const void *lut, int elem, void *out) {
-    (void)lut;                          /* used by the AVX-512 path only */
+    (void)lut;                          /* used by the vector paths only */
     if (bits < 1 || bits > 4 || nrows >= (1 << bits)) return -1;
-#ifdef HAVE_AVX512
+#if defined(HAVE_AVX512) || defined(HAVE_AVX2)
     if (elem == 4) {
-        rows_float_avx512(rows, nrows, n, lut, out);
+        rows_float_vector(rows, nrows, n, lut, out);
         FENCE();
         return 0;
     }

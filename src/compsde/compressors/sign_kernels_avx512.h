@@ -1,7 +1,8 @@
 /* The AVX-512 paths of sign_kernels.c (included by it; the build uses -march=native).
  *
  * SIGN_KERNELS_DECODE unset: the pack, which replaces pack_float/pack_double. Set: the float32
- * decoders (they use load_word and FENCE of sign_kernels.c). One compare gives 16 (8) signs
+ * decoders (they use reverse_byte_bits, load_word and FENCE of sign_kernels.c; their entry
+ * points planes_float_vector and rows_float_vector). One compare gives 16 (8) signs
  * as a mask and one permute looks up 16 values; same bits and values as the byte loops
  * (tests/distributed/test_native.py runs both builds), 1.4-1.5x faster on the sign wires
  * (BENCHMARKS.md, "Compression on the wire").
@@ -10,13 +11,6 @@
 #ifndef SIGN_KERNELS_DECODE
 #include <immintrin.h>
 #define HAVE_AVX512 1
-
-/* Bit e of every byte moved to bit 7 - e: lane order (bit i = coordinate i) <-> pack order. */
-INLINE uint64_t reverse_byte_bits(uint64_t w) {
-    w = ((w >> 1) & 0x5555555555555555ull) | ((w & 0x5555555555555555ull) << 1);
-    w = ((w >> 2) & 0x3333333333333333ull) | ((w & 0x3333333333333333ull) << 2);
-    return ((w >> 4) & 0x0F0F0F0F0F0F0F0Full) | ((w & 0x0F0F0F0F0F0F0F0Full) << 4);
-}
 
 /* Sign masks of up to 64 entries from `left` on, L lanes per vector (suffix S of the
  * intrinsics); `bad` collects x - x (0 iff x is finite). */
@@ -114,7 +108,7 @@ DECODE_AVX512(rows_avx512, rows_index)
         }                                                                                   \
     } while (0)
 
-static void planes_float_avx512(const uint8_t *const *planes, int bits, int64_t n,
+static void planes_float_vector(const uint8_t *const *planes, int bits, int64_t n,
                                 const float *lut, float *out) {
     switch (bits) {
     case 1: SPLIT_HEAD(planes_avx512_body, planes, 1, n, lut, out); break;
@@ -123,7 +117,7 @@ static void planes_float_avx512(const uint8_t *const *planes, int bits, int64_t 
     default: SPLIT_HEAD(planes_avx512_body, planes, 4, n, lut, out); break;
     }
 }
-static void rows_float_avx512(const uint8_t *const *rows, int nrows, int64_t n,
+static void rows_float_vector(const uint8_t *const *rows, int nrows, int64_t n,
                               const float *lut, float *out) {
     switch (nrows) {
     case 1: SPLIT_HEAD(rows_avx512_body, rows, 1, n, lut, out); break;

@@ -43,6 +43,12 @@ LEFT = {"method": "dsignsgd", "landscape": "quadratic:d=2", "noise": "gaussian:s
         "lr": 0.01, "agents": 2, "batch": 1, "x0": 4.0}
 RIGHT = {"method": "dsignsgd", "landscape": "quadratic:d=4", "noise": "gaussian:scale=1",
          "lr": 0.01, "batch": 1, "x0": 1.0}
+# Batches drawn as they are: each agent's noise the mean of B per-sample draws (THEORY.md §1a).
+BATCH = {"landscape": "quadratic:d=2", "lr": 0.01, "agents": 2, "x0": 0.5,
+         "batch_noise": "mean"}
+BATCH_ARMS = (("dsgd", "gaussian:scale=1", 4), ("dsgd", "gaussian:scale=1", 16),
+              ("dcsgd:randk:k=1", "gaussian:scale=1", 16), ("dsignsgd", "gaussian:scale=1", 4),
+              ("dsignsgd", "gaussian:scale=1", 16), ("dsignsgd", "student-t:nu=1,scale=1", 16))
 PHASE_COLORS = {1: "tab:red", 2: "tab:orange", 3: "tab:green"}
 K = 4.0  # standard errors in every comparison
 # In Phase 3 the bound replaces the sign mean φ(y) by its chord c₃·y (c₃ = φ(√2)/√2) where the
@@ -164,8 +170,55 @@ def _right(cache: RunCache, p: dict[str, int], seed: int, progress: bool) -> dic
     return {"sims": sims, "rows": rows, "panel": result, "slope": slope}
 
 
-def _plot(left: dict[str, Any], right: dict[str, Any], path: Path) -> Path:
-    fig, axes = plt.subplots(1, 3, figsize=(18, 5))
+def _batch_prediction(method: str, noise: str, batch: int) -> tuple[float, float]:
+    """Exact discrete stationary loss for the mean of ``batch`` draws, and the σ/√B one.
+
+    Gaussian: both are the σ/√B convention's (the mean of B draws is that law). Cauchy: the
+    mean of B draws is Cauchy at the per-sample scale (THEORY.md §1a), so the first is the
+    B = 1 value and the second, the convention's, is what a batch would give if it shrank the
+    scale by √B.
+    """
+    from .. import noise as noise_laws
+
+    kw = dict(lr=BATCH["lr"], agents=BATCH["agents"], x0=BATCH["x0"])
+    convention = stationary_loss(QuadraticModel.from_problem(
+        method, BATCH["landscape"], noise, batch=batch, **kw), "discrete")
+    law = noise_laws.make(noise)
+    if law.name == "gaussian":
+        return convention, convention
+    mean_law = law.batch_mean_law(batch)
+    truth = stationary_loss(QuadraticModel.from_problem(method, BATCH["landscape"], mean_law,
+                                                        batch=1, **kw), "discrete")
+    return truth, convention
+
+
+def _batches(cache: RunCache, p: dict[str, int], seed: int, progress: bool) -> dict[str, Any]:
+    rows, checks = [], []
+    for i, (method, noise, batch) in enumerate(BATCH_ARMS):
+        truth, convention = _batch_prediction(method, noise, batch)
+        cfg = BATCH | {"method": method, "noise": noise, "batch": batch,
+                       "steps": p["speed_steps"], "runs": p["speed_runs"],
+                       "seed": seed + 100 + i, "record_every": max(1, p["speed_steps"] // 200)}
+        sim = run_cached(cache, cfg, progress=progress)
+        label = f"{method}, {noise}, B = {batch}"
+        rows.append({"method": method, "noise": noise, "batch": batch, "level": sim["level"],
+                     "se": sim["se"], "prediction": truth, "convention_prediction": convention})
+        checks.append(check(f"stationary loss, {label} (mean of B draws)", sim["level"], truth,
+                            se=sim["se"], k=K))
+    result = panel(checks, rule=f"each agent's batch noise is the mean of B per-sample draws; "
+                                f"the stationary loss equals the exact discrete closed form "
+                                f"within {K:g}·se: Gaussian with the σ/√B convention, Cauchy "
+                                f"with the per-sample scale σ (the mean of B Cauchy draws is "
+                                f"Cauchy(σ), THEORY.md §1a)",
+                   detail="; ".join(f"{r['method']} B={r['batch']} {r['noise'].split(':')[0]}: "
+                                    f"{r['level']:.3g} vs {r['prediction']:.3g}" for r in rows),
+                   rows=rows)
+    return {"rows": rows, "panel": result}
+
+
+def _plot(left: dict[str, Any], right: dict[str, Any], batches: dict[str, Any],
+          path: Path) -> Path:
+    fig, axes = plt.subplots(1, 4, figsize=(24, 5))
     ax = axes[0]
     sim, bound, exact = left["sim"], left["bound"], left["exact"]
     steps = sim["steps"]
@@ -219,12 +272,33 @@ def _plot(left: dict[str, Any], right: dict[str, Any], path: Path) -> Path:
                  f"4 se + {PHASE3_BUDGET.relative:.0%})", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
+    _plot_batches(axes[3], batches)
     fig.suptitle("Figure 3 — DSignSGD: phase bounds (left) and linear speedup in N (middle: "
                  "loss curves, right: stationary levels)", y=1.04)
     try:
         return save_figure(fig, path)
     finally:
         plt.close(fig)
+
+
+def _plot_batches(ax: Any, batches: dict[str, Any]) -> None:
+    rows = batches["rows"]
+    x = np.arange(len(rows))
+    ax.errorbar(x, [r["level"] for r in rows], yerr=[K * r["se"] for r in rows], fmt="o",
+                color="black", capsize=3, label=f"simulated, mean of B draws (±{K:g} se)")
+    ax.plot(x, [r["prediction"] for r in rows], "x", color="tab:blue", markersize=9,
+            label="exact discrete, law of the batch mean")
+    ax.plot(x, [r["convention_prediction"] for r in rows], "+", color="tab:red", markersize=11,
+            label="exact discrete, σ/√B convention")
+    ax.set_xticks(x, [f"{r['method'].split(':')[0]}\n{r['noise'].split(':')[0]}\nB={r['batch']}"
+                      for r in rows], fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("stationary f(x) − f*")
+    ax.set_title(f"Batches drawn as the mean of B samples (d=2, N={BATCH['agents']}, "
+                 f"η={BATCH['lr']})\nverdict: {batches['panel']['verdict'].upper()} (Cauchy: "
+                 f"the mean of B draws keeps scale σ)", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
 
 
 @figure("fig3", CLAIM)
@@ -236,8 +310,10 @@ def run(out: Path, preset: str = "quick", seed: int = 0, progress: bool = False,
     with single_thread():
         left = _left(cache, p, seed, progress)
         right = _right(cache, p, seed, progress)
-    png = _plot(left, right, Path(out) / "fig3.png")
-    panels = {"left: phase bounds": left["panel"], "right: linear speedup": right["panel"]}
+        batches = _batches(cache, p, seed, progress)
+    png = _plot(left, right, batches, Path(out) / "fig3.png")
+    panels = {"left: phase bounds": left["panel"], "right: linear speedup": right["panel"],
+              "batch: mean of B draws": batches["panel"]}
     data = {"config": {"left": left["config"], "right": RIGHT | {"agents": list(AGENTS)},
                        "sizes": p},
             "left_curves": {"steps": left["sim"]["steps"], "loss_mean": left["sim"]["loss_mean"],
