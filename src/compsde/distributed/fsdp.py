@@ -2,27 +2,32 @@
 
 ``register(model, "dsignsgd", seed=0)`` on a module sharded with
 ``torch.distributed.fsdp.fully_shard`` installs one :class:`MethodReduceScatter` as the custom
-reduce-scatter of every ``FSDPModule`` in it (each module's parameter group is one message,
-keyed by its position in ``model.modules()``), with FSDP's own averaging switched off
-(``set_force_sum_reduction_for_comms(True)``, ``set_gradient_divide_factor(1)``). After
-``backward()`` each rank's sharded ``.grad`` holds its shard of ``mean_i m_i``, so a plain
+reduce-scatter of every unit of it (one ``fully_shard`` call, grouped modules included, is one
+message keyed by its index in :func:`.fsdp_units.fsdp_units`), with FSDP's own averaging
+switched off (``set_force_sum_reduction_for_comms(True)``, ``set_gradient_divide_factor(1)``).
+After ``backward()`` each rank's sharded ``.grad`` holds its shard of ``mean_i m_i``, so a plain
 ``torch.optim.SGD`` step on the sharded parameters performs the method:
 
 - DSGD: ``g_i / N`` reduce-scattered with a sum (FSDP's default traffic);
-- DCSGD: the codecs of :mod:`.codecs` on the rank's whole padded flat gradient of the group
+- DCSGD: the codecs of :mod:`.codecs` on the rank's whole padded flat gradient of the unit
   (shared-seed Rand-k/Bernoulli: an allreduce of the kept values only; QSGD/natural: an
   all-gather of the encodings), of which the rank keeps its shard;
 - DSignSGD: the first half of the sign reduce-scatter (:class:`.codecs.SignScatterCodec`):
   an all-to-all of packed signs, then the rank counts its shard — no all-gather.
 
 FSDP calls the reduce-scatter synchronously and in the same order on every rank; each call
-issues its collectives and waits for them in order, so nothing waits in a callback. Not
-supported (a ``ValueError`` each): a plain module, FSDP1, HSDP (a replicate mesh dimension),
-reduce dtypes other than float32/float64 for the quantisers.
+issues its collectives and waits for them in order, so nothing waits in a callback. On one
+rank FSDP skips the reduce-scatter; the method then runs in the unit's all-reduce hook
+(``set_all_reduce_hook``) on the rank's own gradient, as the DDP hook does at world size 1.
+A step is one optimizer step's worth of reductions (:class:`.fsdp_units.StepTracker`).
+HSDP (a 2-D mesh) is served by :mod:`.hsdp`. Not supported (a ``ValueError`` each): a plain
+module, FSDP1, reduce dtypes other than float32/float64 for the quantisers, a unit with
+several meshes.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +39,8 @@ from torch.distributed.fsdp._fully_shard._fsdp_api import ReduceScatter
 
 from ..methods import Method
 from .codecs import ALLREDUCE, SCATTER, BucketKey, Codec, all_finite
+from .collective import reduce_over
+from .fsdp_units import StepTracker, Unit, fsdp_units, unmanaged_parameters
 from .protocol import Protocol
 from .sign_codecs import SignScatterCodec
 from .wire import allreduce_bytes
@@ -66,10 +73,12 @@ def fsdp_flat(grads: Sequence[Tensor], world: int) -> Tensor:
 
 class FSDPState(Protocol):
     """Method state of one rank for an FSDP2 model (see :class:`.protocol.Protocol`); pickles
-    like the DDP hook's :class:`~compsde.distributed.HookState` for checkpoints.
+    like the DDP hook's :class:`~compsde.distributed.HookState` for checkpoints, and has
+    ``state_dict()`` / ``load_state_dict()`` for a framework's checkpointing.
 
-    :attr:`step` advances once every parameter group has been reduced; counters compare with
-    :attr:`bytes_fp32_reduce_scatter`, FSDP's default fp32 reduce-scatter of the same groups.
+    :attr:`step` advances once every unit with trainable parameters has been reduced
+    (:class:`.fsdp_units.StepTracker`); :attr:`units` names them in key order. Counters compare
+    with :attr:`bytes_fp32_reduce_scatter`, FSDP's default fp32 reduce-scatter of the same units.
     """
 
     _PICKLED = (*Protocol._PICKLED, "bytes_fp32_reduce_scatter")
@@ -79,22 +88,25 @@ class FSDPState(Protocol):
         world = dist.get_world_size(process_group)
         super().__init__(method, seed, world, dist.get_rank(process_group), **options)
         self.process_group = process_group
-        self.groups = 0
-        self._reduced: set[int] = set()
+        self.tracker = StepTracker()
         self.bytes_fp32_reduce_scatter = 0.0
+
+    @property
+    def units(self) -> list[str]:
+        """The units' names (their modules, ``+``-joined), in the order of their keys."""
+        return list(self.tracker.names)
 
     def counters(self) -> dict[str, float]:
         return {**super().counters(), "bytes_fp32_reduce_scatter": self.bytes_fp32_reduce_scatter}
 
-    def key_for(self, group: int) -> BucketKey:
-        if not self._reduced:
+    def key_for(self, unit: int) -> BucketKey:
+        """The key ``(seed, step, unit, rank)`` of ``unit``'s message in the current step."""
+        if self.tracker.begin(unit, self.step):
             self.begin_step()
-        return BucketKey(self.seed, self.step, group, self.rank)
+        return BucketKey(self.seed, self.step, unit, self.rank)
 
-    def reduced(self, group: int) -> None:
-        self._reduced.add(group)
-        if len(self._reduced) >= self.groups:
-            self._reduced.clear()
+    def reduced(self, unit: int) -> None:
+        if self.tracker.done(unit):
             self.step += 1
 
     def account_shard(self, payload: int, moved: float, d: int, element_size: int) -> None:
@@ -107,16 +119,17 @@ class FSDPState(Protocol):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.process_group = None
-        self.groups = 0
-        self._reduced = set()
+        self.tracker = StepTracker()
 
 
 class MethodReduceScatter(ReduceScatter):
-    """FSDP2's ``ReduceScatter`` for parameter group ``group``: ``output`` ← this rank's shard
-    of ``mean_i m_i`` of the ranks' flat ``input`` (module docstring)."""
+    """FSDP2's ``ReduceScatter`` for unit ``unit``: ``output`` ← this rank's shard of
+    ``mean_i m_i`` of the ranks' flat ``input`` (module docstring)."""
 
-    def __init__(self, state: FSDPState, group: int):
-        self.state, self.group = state, group
+    compsde_comm = True       # marks comms compsde installed (a second register() is refused)
+
+    def __init__(self, state: FSDPState, unit: int):
+        self.state, self.unit = state, unit
 
     def allocate(self, size: Sequence[int], *, dtype: torch.dtype,
                  device: torch.device) -> Tensor:
@@ -129,15 +142,15 @@ class MethodReduceScatter(ReduceScatter):
             raise ValueError(f"the reduce-scatter of {state.method_spec} needs FSDP's sum "
                              f"reduction (register() sets it); got op {op}")
         _check_dtype(state, input_tensor.dtype)
-        key = state.key_for(self.group)
-        codec = state.codec(self.group, input_tensor)
+        key = state.key_for(self.unit)
+        codec = state.codec(self.unit, input_tensor)
         if state.method.name == "dsignsgd":
             self._sign_shard(codec, input_tensor, output_tensor, key, group)
         elif codec.collective == ALLREDUCE and not codec.checks_locally:      # DSGD
             self._mean(codec, input_tensor, output_tensor, key, group)
         else:
             self._full_then_shard(codec, input_tensor, output_tensor, key, group)
-        state.reduced(self.group)
+        state.reduced(self.unit)
         return None
 
     def _mean(self, codec: Codec, grad: Tensor, out: Tensor, key: BucketKey,
@@ -163,7 +176,7 @@ class MethodReduceScatter(ReduceScatter):
         shard = grad.numel() // state.world
         if not (isinstance(codec, SignScatterCodec) and codec.rows_of_input
                 and codec.shard == shard and codec.dtype == grad.dtype):
-            codec = state._codecs[self.group] = SignScatterCodec(
+            codec = state._codecs[self.unit] = SignScatterCodec(
                 grad.numel(), state.world, grad.dtype, grad.device, shard=shard)
         send = state.prepare(grad, key, codec)
         dist.all_to_all_single(codec.received.view(-1), send.view(-1), group=group)
@@ -187,6 +200,24 @@ class MethodReduceScatter(ReduceScatter):
         out.copy_(full.view(state.world, -1)[state.rank])
 
 
+class SoloReduce:
+    """The all-reduce hook of unit ``unit`` on one rank, where FSDP skips the reduce-scatter:
+    ``grad`` ← the method's ``m = C(g)`` of the rank's own gradient (no partner to average
+    with; DSignSGD is signSGD), as the DDP hook does at world size 1."""
+
+    compsde_comm = True
+
+    def __init__(self, state: FSDPState, unit: int, group: dist.ProcessGroup):
+        self.state, self.unit, self.group = state, unit, group
+
+    def __call__(self, grad: Tensor) -> None:
+        state = self.state
+        _check_dtype(state, grad.dtype)
+        key = state.key_for(self.unit)
+        reduce_over(state, state.codec(self.unit, grad), grad, key, self.group, grad)
+        state.reduced(self.unit)
+
+
 class _ShardView(Codec):
     """A :class:`SignScatterCodec` decoding only this rank's shard from the received rows."""
 
@@ -203,65 +234,104 @@ class _ShardView(Codec):
         return self.codec.shard_mean(combined, out)
 
 
-def _check_dtype(state: Protocol, dtype: torch.dtype) -> None:
+def _check_dtype(state: Protocol, dtype: torch.dtype, setting: str = "reduce_dtype") -> None:
     quantiser = state.method.name == "dcsgd" and state.compressor.name in ("qsgd", "natural")
     allowed = _QUANTISER_FLOATS if quantiser else _FLOATS
     if dtype not in allowed:
-        raise ValueError(f"reduce_dtype {dtype} is not supported by {state.method_spec}; use "
+        raise ValueError(f"{setting} {dtype} is not supported by {state.method_spec}; use "
                          f"MixedPrecisionPolicy(reduce_dtype=...) with one of "
                          f"{', '.join(str(t) for t in allowed)}")
 
 
-def fsdp_modules(model: nn.Module) -> list[FSDPModule]:
-    """The ``FSDPModule`` s of ``model`` that own parameters, in ``model.modules()`` order."""
-    found = []
-    for module in model.modules():
-        if isinstance(module, FSDPModule) and module._get_fsdp_state()._fsdp_param_groups:
-            found.append(module)
-    return found
+def _reduce_dtype(unit: Unit) -> tuple[torch.dtype, str]:
+    """The dtype the unit's gradients are reduced in, and the setting that decides it."""
+    policy = unit.group.mp_policy
+    if policy.reduce_dtype is not None:
+        return policy.reduce_dtype, "reduce_dtype"
+    if policy.param_dtype is not None:
+        return policy.param_dtype, "param_dtype (gradients are reduced in it)"
+    return unit.group.fsdp_params[0].sharded_param.dtype, "parameter dtype"
 
 
-def check_fsdp_model(model: FSDPModule, state: Protocol) -> list[FSDPModule]:
-    """The sharded modules of ``model``; ``ValueError`` for what the methods cannot serve."""
-    from torch.distributed.fsdp._fully_shard._fsdp_common import DDPMeshInfo
+def is_registered(units: list[Unit]) -> bool:
+    """Whether compsde already installed its comms on any of ``units``."""
+    return any(getattr(u.group._reduce_scatter_comm, "compsde_comm", False)
+               or getattr(u.group._all_reduce_hook, "compsde_comm", False) for u in units)
 
-    modules = fsdp_modules(model)
-    if not modules:
+
+def check_units(model: nn.Module, units: list[Unit], state: Protocol) -> None:
+    """``ValueError`` for what the methods cannot serve, before any collective: a second
+    registration, a reduce dtype the method refuses; a warning for parameters no unit manages."""
+    if is_registered(units):
+        raise ValueError("model: compsde is already registered on this model; register once "
+                         "per model (to resume, pass the saved state to register() on a "
+                         "freshly sharded model)")
+    outside = unmanaged_parameters(model, units)
+    if outside:
+        warnings.warn(f"model: {len(outside)} trainable parameter(s) are in no fully_shard "
+                      f"unit ({', '.join(outside[:3])}{', …' if len(outside) > 3 else ''}; "
+                      f"ignored_params or an unsharded root): FSDP does not reduce their "
+                      f"gradients, so neither does the method", stacklevel=4)
+    for unit in units:
+        dtype, setting = _reduce_dtype(unit)
+        _check_dtype(state, dtype, setting)
+
+
+def model_units(model: nn.Module) -> list[Unit]:
+    """:func:`.fsdp_units.fsdp_units`, refusing a model without any."""
+    units = fsdp_units(model)
+    if not units:
         raise ValueError("model: no fully_shard module with parameters was found")
-    for module in modules:
-        for group in module._get_fsdp_state()._fsdp_param_groups:
-            if isinstance(group.mesh_info, DDPMeshInfo):
-                raise ValueError("model uses HSDP or replication (a 2-D device mesh); the "
-                                 "methods need fully_shard on a 1-D mesh")
-            reduce_dtype = group.mp_policy.reduce_dtype
-            if reduce_dtype is not None:
-                _check_dtype(state, reduce_dtype)
-    return modules
+    return units
+
+
+def _check_group(process_group: dist.ProcessGroup | None, model_group: dist.ProcessGroup,
+                 what: str) -> None:
+    if process_group is None:
+        return
+    given = dist.get_process_group_ranks(process_group)
+    wanted = dist.get_process_group_ranks(model_group)
+    if given != wanted:
+        raise ValueError(f"process_group holds ranks {given} but the model is {what} over "
+                         f"ranks {wanted}; omit process_group (the model's is used)")
 
 
 def register_fsdp(model: FSDPModule, method: Method | str | FSDPState, seed: int = 0,
                   process_group: dist.ProcessGroup | None = None, **options: Any) -> FSDPState:
-    """Install the method on every sharded module of ``model`` (module docstring)."""
+    """Install the method on every unit of ``model`` (module docstring); a model on a 2-D
+    (replicate, shard) mesh goes to :func:`.hsdp.register_hsdp`."""
+    from torch.distributed.fsdp._fully_shard._fsdp_common import DDPMeshInfo
+
+    units = model_units(model)
+    if isinstance(units[0].group.mesh_info, DDPMeshInfo):
+        from .hsdp import register_hsdp
+
+        return register_hsdp(model, units, method, seed, process_group, **options)
     sign_wire = options.pop("sign_wire", "auto")
     if sign_wire not in ("auto", "scatter"):
         raise ValueError(f"sign_wire must be 'auto' or 'scatter' under FSDP2 (its reduce-"
                          f"scatter keeps a shard; no all-gather), got {sign_wire!r}")
+    group = units[0].group.mesh_info.shard_process_group
+    _check_group(process_group, group, "sharded")
     if isinstance(method, FSDPState):
         state = method
-        state.process_group = process_group
-        if dist.get_world_size(process_group) != state.world:
-            raise ValueError(f"process_group has {dist.get_world_size(process_group)} ranks "
+        if dist.get_world_size(group) != state.world:
+            raise ValueError(f"the model is sharded over {dist.get_world_size(group)} ranks "
                              f"but the saved state was made for {state.world}; resume with "
                              f"the same world size")
-        state.rank = dist.get_rank(process_group)
+        state.process_group = group
+        state.rank = dist.get_rank(group)
     else:
-        state = FSDPState(method, seed, process_group, sign_wire="scatter", **options)
-    modules = check_fsdp_model(model, state)
-    state.groups = len(modules)
-    for index, module in enumerate(modules):
-        module.set_custom_reduce_scatter(MethodReduceScatter(state, index))
-        module.set_force_sum_reduction_for_comms(True)
-        module.set_gradient_divide_factor(1.0)
+        state = FSDPState(method, seed, group, sign_wire="scatter", **options)
+    check_units(model, units, state)
+    state.tracker.bind(units)
+    for unit in units:
+        unit.module.set_force_sum_reduction_for_comms(True)
+        unit.module.set_gradient_divide_factor(1.0)
+        if state.world == 1:
+            unit.module.set_all_reduce_hook(SoloReduce(state, unit.index, group))
+        else:
+            unit.module.set_custom_reduce_scatter(MethodReduceScatter(state, unit.index))
     return state
 
 

@@ -179,35 +179,24 @@ class _ScatterStage:
         work.get_future().then(decode)
 
 
-def register(ddp_model: nn.Module, method: Method | str | HookState,
-             seed: int = 0, process_group: dist.ProcessGroup | None = None, *,
-             noise: NoiseLaw | str | None = None, sign_wire: str = "auto",
-             randomness: str = "shared", on_nonfinite: str = "raise") -> HookState:
-    """Register the hook of ``method`` on ``ddp_model`` and return its :class:`HookState`.
-
-    Args:
-        ddp_model: a ``DistributedDataParallel`` model with dense float gradients, or a model
-            sharded with FSDP2's ``fully_shard`` (then see :mod:`.fsdp`; returns its
-            :class:`~compsde.distributed.fsdp.FSDPState`).
-        method: ``"dsgd"``, ``"dsignsgd"``, ``"dcsgd:<compressor>"`` (randk, bernoulli, qsgd,
-            natural, identity), a :class:`~compsde.methods.Method`, or a loaded
-            :class:`HookState` to resume (then ``seed`` and the options are taken from it).
-        seed: key of the shared randomness ``(seed, step, bucket)``; the same on all ranks.
-        process_group: defaults to the world group; its ``process_group`` timeout bounds how
-            long a rank waits for a dead peer.
-        noise, sign_wire, randomness, on_nonfinite: see :class:`.protocol.Protocol`. Note
-            that Rand-k/Bernoulli with ``randomness="shared"`` (the default: one allreduce of
-            the kept values) correlates the ranks' compressors; ``"independent"`` is the
-            setting of THEORY.md §1 (an all-gather: the same bytes at N = 2, ``(N−1)·m``
-            instead of ``2(N−1)/N·m`` beyond).
-
-    After this, ``loss.backward()`` leaves ``mean_i m_i`` in ``.grad`` and ``SGD(lr=η).step()``
-    performs the method. With world size 1 it works (a warning notes there is no partner).
-    """
-    if not isinstance(ddp_model, nn.parallel.DistributedDataParallel):
-        return _register_other(ddp_model, method, seed, process_group, noise=noise,
-                               sign_wire=sign_wire, randomness=randomness,
-                               on_nonfinite=on_nonfinite)
+def register_ddp(ddp_model: nn.parallel.DistributedDataParallel,
+                 method: Method | str | HookState, seed: int = 0,
+                 process_group: dist.ProcessGroup | None = None, *,
+                 noise: NoiseLaw | str | None = None, sign_wire: str = "auto",
+                 randomness: str = "shared", on_nonfinite: str = "raise") -> HookState:
+    """Register the hook of ``method`` on ``ddp_model`` (the DDP branch of
+    :func:`compsde.distributed.register`, which documents the arguments)."""
+    if getattr(ddp_model, "_compsde_state", None) is not None:
+        raise ValueError("ddp_model: compsde is already registered on this model (DDP takes "
+                         "one communication hook); register once per model")
+    model_group = ddp_model.process_group
+    if process_group is not None and (dist.get_process_group_ranks(process_group)
+                                      != dist.get_process_group_ranks(model_group)):
+        raise ValueError(f"process_group holds ranks "
+                         f"{dist.get_process_group_ranks(process_group)} but ddp_model "
+                         f"reduces over ranks {dist.get_process_group_ranks(model_group)}; "
+                         f"omit process_group (the model's is used)")
+    process_group = model_group
     if isinstance(method, HookState):
         state = method
         state.process_group = process_group
@@ -226,32 +215,11 @@ def register(ddp_model: nn.Module, method: Method | str | HookState,
     if state.world == 1:
         warnings.warn("world size 1: the hook applies the method's compression but has no "
                       "partner to average with (DSignSGD reduces to signSGD); launch with "
-                      "torchrun --nproc-per-node N for N ranks", stacklevel=2)
+                      "torchrun --nproc-per-node N for N ranks", stacklevel=3)
     state.attach(ddp_model.module)
     ddp_model.register_comm_hook(state, comm_hook)
+    ddp_model._compsde_state = state
     return state
-
-
-def _register_other(model: nn.Module, method: Any, seed: int,
-                    process_group: dist.ProcessGroup | None, **options: Any) -> Any:
-    """FSDP2 models go to :func:`.fsdp.register_fsdp`; anything else is a clear error."""
-    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
-
-    if isinstance(model, FullyShardedDataParallel):
-        raise ValueError("ddp_model is an FSDP1 FullyShardedDataParallel model, which has no "
-                         "custom reduce-scatter; shard it with "
-                         "torch.distributed.fsdp.fully_shard (FSDP2) or wrap it in "
-                         "DistributedDataParallel")
-    if not isinstance(model, FSDPModule):
-        raise ValueError(f"ddp_model must be a torch.nn.parallel.DistributedDataParallel "
-                         f"model or a module sharded with torch.distributed.fsdp.fully_shard, "
-                         f"got {type(model).__name__}")
-    if not dist.is_available() or not dist.is_initialized():
-        raise ValueError("process_group: torch.distributed is not initialised; call "
-                         "torch.distributed.init_process_group first")
-    from .fsdp import register_fsdp
-
-    return register_fsdp(model, method, seed, process_group, **options)
 
 
 def prime_buckets(ddp_model: nn.parallel.DistributedDataParallel, state: HookState,

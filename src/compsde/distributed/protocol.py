@@ -219,6 +219,29 @@ class Protocol:
         state["method_spec"] = self.method.spec
         return state
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps (seed, step, options, counters) as plain values, for a
+        framework's checkpointing (Lightning, Accelerate's ``register_for_checkpointing``)."""
+        return self.__getstate__()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` into this live state: the process group, the rank and
+        the model it is registered on stay; the method, the world size and the wire options
+        must be those the state was made with (``ValueError`` naming the first that is not)."""
+        if not isinstance(state, dict) or "method_spec" not in state:
+            raise ValueError(f"state must be a dict from state_dict(), got "
+                             f"{type(state).__name__}")
+        mine = self.__getstate__()
+        for name in ("method_spec", "world", *self._MATCHED):
+            if state.get(name, mine[name]) != mine[name]:
+                raise ValueError(f"state was made with {name}={state.get(name)!r}, this one "
+                                 f"has {mine[name]!r}; register with the same settings")
+        for name in self._PICKLED:
+            if name in state and name != "rank":
+                setattr(self, name, copy.copy(state[name]))
+
+    _MATCHED = ("sign_wire", "randomness", "on_nonfinite", "noise_spec")
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         fresh = Protocol.__new__(type(self))
         Protocol.__init__(fresh, state["method_spec"], state["seed"], state["world"],
