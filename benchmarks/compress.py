@@ -1,6 +1,9 @@
 """Benchmark of the compressor hot paths on one 1-D float32 vector of 1.1e7 entries.
 
-Side by side in one run, interleaved round-robin so machine noise hits every row alike:
+Side by side in one run, interleaved in rounds so machine noise hits every row alike, each round
+in a new order (seeded): what ran just before a case changes what the caches hold (a case after
+one that writes 44 MB of fresh memory measured up to 2x slower), so a fixed order favours some
+rows:
 - the floor: a plain copy ``y.copy_(x)`` into a preallocated tensor (and ``x.clone()``, a copy
   into fresh memory, for the rows that must return a new dense tensor);
 - Rand-k (ratio 0.01): ``encode`` (draw the k indices + gather the values: the compression that
@@ -26,12 +29,15 @@ single-threaded copy).
 from __future__ import annotations
 
 import argparse
+import random
+import statistics
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import torch
 
-from _common import interleaved, print_table, save
+from _common import print_table, save
 from compsde.compressors import make, native
 
 
@@ -42,6 +48,23 @@ def _under(build: Callable[[], AbstractContextManager], fn: Callable[[], object]
         with build():
             return fn()
     return run
+
+
+def shuffled_rounds(cases: dict[str, Callable[[], object]], repeats: int,
+                    seed: int = 0) -> dict[str, float]:
+    """Median seconds of each case over ``repeats`` rounds (after one warm-up round), each
+    round running every case once in an order drawn from ``random.Random(seed)``."""
+    order = list(cases)
+    draw = random.Random(seed)
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for rep in range(repeats + 1):
+        draw.shuffle(order)
+        for name in order:
+            started = time.perf_counter()
+            cases[name]()
+            if rep:
+                samples[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def _build_names(text: str) -> list[str]:
@@ -142,10 +165,10 @@ def main() -> None:
         signs = list(built)
         cases.update({f"{name} [{build}]": _under(_selector(build), fn)
                       for name, fn in built.items()})
-    times = interleaved(cases, args.repeats)
+    times = shuffled_rounds(cases, args.repeats)
     copy = times["copy (preallocated)"]
     ratios = {name: t / copy for name, t in times.items()}
-    print(f"d = {args.d:,} float32, median of {args.repeats} interleaved repeats, "
+    print(f"d = {args.d:,} float32, median of {args.repeats} rounds in shuffled order, "
           f"{torch.get_num_threads()} threads")
     for build, status in kernels.items():
         print(f"  build {build}: {status['reason']}; avx512 {status['avx512']}, "

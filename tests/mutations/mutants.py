@@ -155,3 +155,16 @@ def batch_scale_over_b(monkeypatch: Any) -> None:
         return cached
 
     mutate(monkeypatch, NoiseLaw, "_cached", wrong)
+
+
+def solver_level_without_one_plus_omega(monkeypatch: Any) -> None:
+    """The solver's DCSGD level forgets the (1 + ω) factor (it recommends DSGD's knobs)."""
+    from compsde.scaling import solver
+
+    def wrong(original: Any) -> Any:
+        def level(setup: Any, **kwargs: Any) -> float:
+            return original(dataclasses.replace(setup, omega=0.0), **kwargs)
+
+        return level
+
+    mutate(monkeypatch, solver, "level", wrong)

@@ -100,8 +100,10 @@ def test_scale_cli_table_and_json(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "knob" in out and "recommended" in out and "361" in out
-    assert main([*argv, "--json"]) == 0
+    assert json.loads((tmp_path / "result.json").read_text())["verdict"] == "pass"
+    assert main([*argv, "--json", "--no-check"]) == 0
     data = json.loads(capsys.readouterr().out)
+    assert data["verdict"] == "unchecked" and data["check"] is None
     assert data["recommended"]["batch"] == 361
     assert data["matched"]["stationary_loss"] is True
     assert {row["knob"] for row in data["table"]} >= {"lr", "batch", "agents"}

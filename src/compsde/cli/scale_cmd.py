@@ -10,6 +10,8 @@ import click
 from .. import noise as noise_laws
 from ..io import versions, write_json
 from ..scaling import solve
+from ..scaling.verdict import judge_recommendation
+from ..verdicts import summary
 from .common import prepare_out
 
 
@@ -56,13 +58,21 @@ def _noise(spec: str) -> tuple[float, float | None]:
 @click.option("--set", "set_", multiple=True, help="force a target knob, e.g. --set agents=16")
 @click.option("--first-order", is_flag=True, help="drop the ηLω/(2N) term (no L needed)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of the table")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="simulate the baseline and the recommended target on ½L‖x‖² and judge "
+                   "that the target recovers the baseline's stationary loss (exit 1 if not)")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the check's runs")
 @click.option("--out", type=click.Path(path_type=Path),
               default=Path("results/scale"), show_default=True,
               help="folder for result.json; checked before the computation")
 def scale_command(baseline: str, lr: float, batch: int, agents: int, target: str, vary: str,
                   L: float | None, dim: int | None, noise: str, convention: str,
-                  set_: tuple[str, ...], first_order: bool, as_json: bool, out: Path) -> None:
-    """Recommend lr / batch / agents for TARGET so that it matches BASELINE's loss."""
+                  set_: tuple[str, ...], first_order: bool, as_json: bool, check: bool,
+                  seed: int, out: Path) -> None:
+    """Recommend lr / batch / agents for TARGET so that it matches BASELINE's loss; with
+    --check (default) simulate both and judge it (THEORY.md §5, §10)."""
+    if seed < 0:
+        raise ValueError(f"--seed must be an integer >= 0, got {seed}")
     sigma, nu = _noise(noise)
     fixed = _parse_set(set_)
     prepare_out(out)
@@ -71,13 +81,21 @@ def scale_command(baseline: str, lr: float, batch: int, agents: int, target: str
                 first_order=first_order, fixed=fixed)
     command = {"baseline": baseline, "lr": lr, "batch": batch, "agents": agents,
                "target": target, "vary": vary, "L": L, "dim": dim, "noise": noise,
-               "convention": convention.upper(), "set": fixed, "first_order": first_order}
+               "convention": convention.upper(), "set": fixed, "first_order": first_order,
+               "check": check, "seed": seed}
+    judged = judge_recommendation(rec, L=L, sigma=sigma, nu=nu, dim=dim, seed=seed) \
+        if check else None
     data = rec.to_dict() | {"table": [dict(zip(("knob", "baseline", "recommended", "why"), row,
                                                 strict=True)) for row in rec.rows()],
-                            "command": command, "versions": versions()}
+                            "command": command, "versions": versions(),
+                            "verdict": judged["verdict"] if judged else "unchecked",
+                            "check": judged}
     path = write_json(out / "result.json", data)
+    failed = judged is not None and judged["verdict"] != "pass"
     if as_json:
         click.echo(json.dumps(json.loads(path.read_text()), indent=2))
+        if failed:
+            raise click.exceptions.Exit(1)
         return
     rows = rec.rows()
     widths = [max(len(r[i]) for r in [("knob", "baseline", "recommended", "why"), *rows])
@@ -93,4 +111,9 @@ def scale_command(baseline: str, lr: float, batch: int, agents: int, target: str
         f"{k} {'yes' if v else 'no'}" for k, v in rec.matched.items()))
     for note in rec.notes:
         click.echo(f"note: {note}")
+    if judged is not None:
+        click.echo(f"check on {judged['landscape']}, {judged['runs']} runs per arm: "
+                   f"{summary(judged)}")
     click.echo(f"wrote {path}")
+    if failed:
+        raise click.exceptions.Exit(1)

@@ -40,6 +40,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..io import write_atomic
+
 SOURCE = Path(__file__).with_name("sign_kernels.c")
 HEADERS = (Path(__file__).with_name("sign_kernels_avx512.h"),
            Path(__file__).with_name("sign_kernels_avx2.h"))
@@ -151,17 +153,6 @@ def _verify(target: Path) -> None:
         raise _BadEntry("its SHA-256 differs from its checksum file's")
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, partial = tempfile.mkstemp(prefix=path.name, suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
-
-
 def _build(compiler: list[str], flags: tuple[str, ...], folder: Path, *,
            rebuild: bool = False) -> Path:
     """Compile SOURCE with ``flags`` into ``folder`` unless a verified build is there (a damaged
@@ -188,7 +179,7 @@ def _build(compiler: list[str], flags: tuple[str, ...], folder: Path, *,
             first = (done.stderr.strip().splitlines() or ["no message"])[0]
             raise subprocess.SubprocessError(f"{' '.join(compiler)} exited with status "
                                              f"{done.returncode}: {first}")
-        _write_atomically(_checksum_path(target), _digest(Path(partial).read_bytes()).encode())
+        write_atomic(_checksum_path(target), _digest(Path(partial).read_bytes()).encode())
         os.replace(partial, target)
     finally:
         if os.path.exists(partial):

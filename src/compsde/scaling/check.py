@@ -113,17 +113,19 @@ def arms_for(rec: Recommendation, steps: int) -> tuple[Arm, Arm, Arm]:
 
 def quadratic_runner(landscape: str = "quadratic:d=5", noise: str = "gaussian:scale=1", *,
                      runs: int = 200, records: int = 100, tail: float = 0.5, x0: float = 1.0,
-                     dtype: str = "float64") -> Runner:
+                     dtype: str = "float64", batch_noise: str = "scale") -> Runner:
     """A runner that simulates an arm on a test function; the level is ``tail_mean(tail)``.
 
-    ``noise`` is used for arms whose own ``noise`` is None.
+    ``noise`` is used for arms whose own ``noise`` is None; ``batch_noise`` is how a batch is
+    drawn (THEORY.md §1a).
     """
     from ..simulation import simulate
 
     def run(arm: Arm, seed: int) -> ArmResult:
         result = simulate(arm.method, landscape, arm.noise or noise, lr=arm.lr, steps=arm.steps,
                           agents=arm.agents, batch=arm.batch, runs=runs, seed=seed, x0=x0,
-                          dtype=dtype, record_every=max(1, arm.steps // records))
+                          dtype=dtype, record_every=max(1, arm.steps // records),
+                          batch_noise=batch_noise)
         level, se = result.tail_mean(tail)
         return ArmResult(arm, level, se, result.steps, result.loss_mean,
                          result.diverged_fraction)
