@@ -4,19 +4,20 @@ the torch code as fallback.
 The sign hot loops (pack ``x ≥ 0`` into bits, count the ranks' bits bit-sliced, turn the
 counts back into ``count·(2/N) − 1``) take several passes over the bucket in torch/numpy; one
 C loop does each in one pass (BENCHMARKS.md, "Compression on the wire", has the measurement).
-The source is compiled on first use with the system C compiler (``$CC`` or ``cc``) into a cache
-folder (``$COMPSDE_CACHE_DIR``, else ``$XDG_CACHE_HOME/compsde``, else ``~/.cache/compsde``),
-keyed by the source, the flags and the CPU, written atomically so that ranks starting together
-share one file, with a checksum file (SHA-256 and size) verified before loading: a damaged
-entry (truncated, another library, garbage) is rebuilt with one warning line on stderr. It is
-loaded with :mod:`ctypes`. Without a compiler, or with ``COMPSDE_NATIVE=0`` (see
-:func:`enabled`), every function here returns ``False`` and the caller runs its torch code;
-:func:`status` says which path is in use. The build for this CPU takes its AVX-512 paths where
-it has them, else its AVX2 paths, else byte loops (:data:`BUILDS`, :func:`using`).
+The source is compiled on first use with the system C compiler (``$CC``, a command split as a
+shell would, or ``cc``) into a cache folder (``$COMPSDE_CACHE_DIR``, else
+``$XDG_CACHE_HOME/compsde``, else ``~/.cache/compsde``), keyed by the source, the flags and
+the CPU, written atomically so that ranks starting together share one file, with a checksum
+file (SHA-256 and size) verified before loading: a damaged entry (truncated, another library,
+garbage) is rebuilt with one warning line on stderr. It is loaded with :mod:`ctypes`. Without
+a compiler, or with ``COMPSDE_NATIVE=0`` (see :func:`enabled`), every function here returns
+``False`` and the caller runs its torch code; :func:`status` says which path is in use. The
+build for this CPU takes its AVX-512 paths where it has them, else its AVX2 paths, else byte
+loops (:data:`BUILDS`, :func:`using`).
 
 Decoding copies values from tables built in torch by the in-process simulation's arithmetic
 (``count·(2/N) − 1`` in the output dtype, :meth:`compsde.methods.DSignSGD.direction`), so the
-result is bitwise the same on both paths.
+result is bitwise the same on every path (THEORY.md §2: the server mean of the signs).
 """
 
 from __future__ import annotations

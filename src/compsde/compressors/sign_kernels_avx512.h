@@ -4,7 +4,7 @@
  * decoders (they use reverse_byte_bits, load_word and FENCE of sign_kernels.c; their entry
  * points planes_float_vector and rows_float_vector). One compare gives 16 (8) signs
  * as a mask and one permute looks up 16 values; same bits and values as the byte loops
- * (tests/distributed/test_native.py runs both builds), 1.4-1.5x faster on the sign wires
+ * (tests/distributed/test_native.py runs every build), 1.4-1.5x faster on the sign wires
  * (BENCHMARKS.md, "Compression on the wire").
  */
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
