@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -20,7 +19,7 @@ from compsde.distributed import AgentSimulator
 from compsde.distributed.wire import CountPlanes, count_bits
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-HAS_COMPILER = shutil.which(os.environ.get("CC") or "gcc") is not None
+HAS_COMPILER = native._compiler()[0] is not None         # $CC as native reads it, else cc
 
 
 BUILDS = ["native", "avx2", "bytes"]

@@ -10,11 +10,13 @@ import numpy as np
 
 from .._checks import check_int
 from ..io import save_figure, versions, write_json
+from ..limits import check_duration, least_seconds
 from ..noise import BATCH_NOISE
 from ..validate import Z_DEFAULT, lr_sweep, validate
 from .common import (
     default_record_every,
     executor_option,
+    jobs_option,
     parse_executor,
     parse_x0,
     prepare_out,
@@ -42,6 +44,7 @@ def _parse_lrs(text: str, lr: float) -> list[float]:
 @click.command("validate")
 @problem_options("results/validate")
 @executor_option
+@jobs_option
 @click.option("--lr-sweep", "sweep", default=None, is_flag=False, flag_value="auto",
               help="also measure the weak error at SDE time --horizon for these learning "
                    "rates (comma-separated; alone: 2·lr, lr, lr/2) and fit its slope "
@@ -65,10 +68,10 @@ def _parse_lrs(text: str, lr: float) -> list[float]:
                    "(the mean of B draws at σ; the SDE keeps σ/√B)")
 def validate_command(method: str, landscape: str, noise: str, lr: float, lr_schedule: str,
                      agents: int, batch: int, steps: int, runs: int, seed: int, dtype: str,
-                     x0: str, record_every: int | None, device: str, out: Path, plot: bool,
-                     progress: bool, sweep: str | None, horizon: float | None,
-                     substeps: int | None, z: float, moments: str, stability: bool,
-                     batch_noise: str, executor: str) -> None:
+                     x0: str, record_every: int | None, device: str, out: Path,
+                     allow_long: bool, plot: bool, progress: bool, sweep: str | None,
+                     horizon: float | None, substeps: int | None, z: float, moments: str,
+                     stability: bool, batch_noise: str, executor: str, jobs: int) -> None:
     """Run --method and its SDE on one config; report both mean-loss curves, their 95 %
     confidence intervals and the largest gap; with --lr-sweep, the weak error against lr."""
     check_int("--runs", runs, minimum=2)  # a comparison needs standard errors: two runs
@@ -77,10 +80,11 @@ def validate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
         raise ValueError(f"--substeps must be an integer >= 1, got {substeps}")
     if horizon is not None and not horizon > 0:
         raise ValueError(f"--horizon must be a number > 0, got {horizon}")
+    _check_time(steps, runs * max(agents, 1), substeps, lr, lrs, horizon, allow_long)
     common = dict(agents=agents, batch=batch, seed=seed, x0=parse_x0(x0), dtype=dtype,
                   device=device, lr_schedule=lr_schedule, progress=progress,
-                  executor=parse_executor(executor))
-    prepare_out(out)
+                  executor=parse_executor(executor, jobs))
+    prepare_out(out, files=["result.json", "loss.png"] if plot else ["result.json"])
     check = validate(method, landscape, noise, lr=lr, steps=steps, runs=runs, z=z,
                      dt=lr / (substeps or 1), stability=stability, moments=moments,
                      batch_noise=batch_noise,
@@ -116,6 +120,21 @@ def validate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
     if check.verdict != "pass" or (result_sweep is not None
                                    and result_sweep.judgement["verdict"] != "pass"):
         raise click.exceptions.Exit(1)
+
+
+def _check_time(steps: int, paths: int, substeps: int | None, lr: float,
+                lrs: list[float] | None, horizon: float | None, allow: bool) -> None:
+    """Refuse, before any work, a comparison or sweep that would take more than a day."""
+    check_duration("--steps", steps, least_seconds(steps, paths), allow=allow)
+    flag, value = ("--substeps", substeps) if substeps is not None else ("--steps", steps)
+    check_duration(flag, value, least_seconds(steps * (1 + (substeps or 1)), paths),
+                   allow=allow)
+    if lrs is not None and lr > 0:
+        span = horizon if horizon is not None else steps * lr
+        total = sum(span / rate for rate in lrs) * (1 + (substeps or 8))
+        check_duration("--horizon" if horizon is not None else "--lr-sweep",
+                       horizon if horizon is not None else ",".join(f"{v:g}" for v in lrs),
+                       least_seconds(total, paths), allow=allow)
 
 
 def _plot(check, sweep, path: Path) -> Path:  # type: ignore[no-untyped-def]
