@@ -146,3 +146,61 @@ def test_ray_sde_matches_local_bitwise(ray_cluster, monkeypatch):
     _same(simulate_sde("dcsgd:qsgd:levels=2", "rosenbrock:d=3", "gaussian", **kw),
           simulate_sde("dcsgd:qsgd:levels=2", "rosenbrock:d=3", "gaussian", executor="ray",
                        **kw))
+
+
+SLOW_TASK = '''
+import os, time
+from pathlib import Path
+
+
+def task(folder):
+    Path(folder, f"{os.getpid()}.pid").write_text("started")
+    time.sleep(120)
+'''
+
+DRIVER = '''
+import sys
+import slow_task
+from compsde.executors import ProcessExecutor
+
+try:
+    ProcessExecutor(2).map(slow_task.task, [sys.argv[1]] * 2)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(130)
+'''
+
+
+def test_sigint_of_the_driver_ends_its_worker_processes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    (tmp_path / "slow_task.py").write_text(SLOW_TASK)
+    started = tmp_path / "started"
+    started.mkdir()
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(started)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(started.iterdir())) < 2 and time.monotonic() < deadline:
+            assert driver.poll() is None, driver.communicate()
+            time.sleep(0.2)
+        workers = [int(p.stem) for p in started.iterdir()]
+        assert len(workers) == 2
+        begun = time.monotonic()
+        driver.send_signal(signal.SIGINT)
+        out, err = driver.communicate(timeout=30)   # not the 120 s the tasks would take
+        assert time.monotonic() - begun < 30
+    finally:
+        driver.kill()
+    assert driver.returncode == 130 and "interrupted" in out, err
+    for pid in workers:                             # the workers are gone, not orphaned
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        with open(f"/proc/{pid}/stat") as stat:      # a zombie waiting for init counts as gone
+            assert stat.read().split()[2] == "Z", pid

@@ -12,6 +12,7 @@ nothing needs a shared file system. A task that raises stops the whole map with
 from __future__ import annotations
 
 import os
+import socket
 import time
 import traceback
 from abc import ABC, abstractmethod
@@ -25,6 +26,8 @@ __all__ = ["KINDS", "Executor", "LocalExecutor", "ProcessExecutor", "RayExecutor
 
 KINDS = ("local", "processes:N", "ray", "ray:ADDRESS")
 RAY_INSTALL = "pip install 'compsde[ray]'"
+#: seconds the address of ``ray:HOST:PORT`` is given to accept a connection
+CONNECT_TIMEOUT = 5.0
 
 
 class TaskFailed(RuntimeError):
@@ -136,9 +139,23 @@ class ProcessExecutor(Executor):
                 for future in done:
                     yield futures.pop(future), future.result()
         except BaseException:  # a failure, an interrupt or the caller stopping early
-            pool.shutdown(wait=False, cancel_futures=True)
+            _stop(pool)
             raise
         pool.shutdown(wait=True)
+
+
+def _stop(pool: Any) -> None:
+    """End ``pool`` now: pending tasks cancelled and the workers terminated (their running
+    tasks' results are not wanted), so an interrupted driver does not wait for them."""
+    workers = list(getattr(pool, "_processes", {}).values())  # no public handle on them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        if process.is_alive():
+            process.terminate()
+    for process in workers:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
 
 
 def _import_ray() -> Any:
@@ -226,8 +243,40 @@ def make(spec: str) -> Executor:
             raise ValueError(f"executor processes:N needs a whole number N >= 1, got {spec!r}")
         return ProcessExecutor(count)
     if head == "ray":
-        return RayExecutor(rest or None)
+        chosen = RayExecutor(rest or None)  # says how to install Ray where it is missing
+        if rest:
+            check_reachable(rest, spec)
+        return chosen
     raise ValueError(f"executor must be one of {' | '.join(KINDS)}, got {spec!r}")
+
+
+def check_reachable(address: str, spec: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """For ``HOST:PORT`` or ``ray://HOST:PORT``: a TCP connection must open within ``timeout``
+    seconds (ValueError naming the executor otherwise), so a wrong address fails before any
+    work instead of Ray retrying it for minutes. ``auto`` and ``local`` are not checked."""
+    target = address.removeprefix("ray://")
+    host, _, port_text = target.rpartition(":")
+    if address in ("auto", "local"):
+        return
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not host or not 0 < port < 65536:
+        raise ValueError(f"executor {spec!r}: ADDRESS must be HOST:PORT (port 1-65535), "
+                         f"ray://HOST:PORT or auto, got {address!r}")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except socket.gaierror:
+        raise ValueError(f"executor {spec!r}: the host {host!r} cannot be resolved") from None
+    except OSError as exc:
+        reason = (f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError)
+                  else (exc.strerror or str(exc)).lower())
+        raise ValueError(f"executor {spec!r}: nothing accepts connections at {host}:{port} "
+                         f"({reason}); start the Ray head there or check the address"
+                         ) from None
 
 
 def resolve(executor: Executor | str | None, jobs: int = 1) -> Executor:

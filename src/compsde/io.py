@@ -18,13 +18,15 @@ from typing import Any
 import numpy as np
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as :func:`write_json` stores it: NumPy values as Python ones, NaN and
+    infinities as None."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, (np.floating, float)):
         number = float(value)
         return number if math.isfinite(number) else None
@@ -72,6 +74,8 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     The file's mode is :func:`file_mode` (``mkstemp`` alone would give ``0o600``).
     """
     target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"cannot write {target}: a folder is in its place")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
@@ -89,7 +93,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON atomically; NaN and infinities become ``null``."""
-    text = json.dumps(_jsonable(obj), indent=2, allow_nan=False)
+    text = json.dumps(jsonable(obj), indent=2, allow_nan=False)
     return write_atomic(path, (text + "\n").encode())
 
 

@@ -113,8 +113,15 @@ class RunResult:
         }
 
     def save(self, out_dir: str | Path, name: str = "result.json") -> Path:
-        """Write ``result.json`` (atomically) into ``out_dir``."""
-        return write_json(Path(out_dir) / name, self.to_dict())
+        """Write ``result.json`` (atomically) into ``out_dir``; a folder that cannot be created
+        or written, or a folder in place of the file, raises ValueError naming ``out_dir``."""
+        from ._checks import check_out_dir
+
+        folder = check_out_dir(out_dir, "out_dir")
+        if (folder / name).is_dir():
+            raise ValueError(f"out_dir {str(folder)!r}: {name} there is a folder; remove it or "
+                             f"choose another out_dir")
+        return write_json(folder / name, self.to_dict())
 
 
 def record_schedule(steps: int, record_every: int, *, runs: int = 1,

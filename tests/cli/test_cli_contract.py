@@ -124,7 +124,7 @@ def test_working_set_beyond_the_budget_is_refused_with_what_it_needs(tmp_path, c
 
 def test_records_beyond_the_machine_are_refused_naming_record_every(tmp_path, capsys):
     code = main(["simulate", "--steps", str(10**12), "--record-every", "1", "--runs", "1000",
-                 "--no-progress", "--out", str(tmp_path)])
+                 "--allow-long", "--no-progress", "--out", str(tmp_path)])
     _one_line_error(code, capsys.readouterr().err, "--record-every must be at least")
     with pytest.raises(ValueError, match=r"^record_every must be at least"):
         simulate_sde("dsgd", "quadratic:d=2", "gaussian", lr=0.1, steps=10**12, runs=1000)
@@ -283,3 +283,287 @@ def test_readme_defaults_named_in_help_exist():
     for name in ("simulate", "sde", "validate"):
         default = next(p.default for p in cli.commands[name].params if p.name == "out")
         assert str(default) in readme, default
+
+
+# -- outputs: one run per --out, every output path probed before the work ------------------------
+
+OUTPUTS = {  # subcommand: a file it writes into --out
+    "simulate": "result.json", "sde": "result.json", "validate": "result.json",
+    "scale": "result.json", "demo": "demo.png", "advise": "advise.png", "reproduce": "fig3.json",
+}
+
+
+@pytest.mark.parametrize("command", sorted(OUTPUTS))
+def test_out_in_use_by_another_run_is_refused_before_any_work(command, tmp_path, monkeypatch,
+                                                              capsys):
+    import fcntl
+
+    args, target = WORK[command]
+    _forbid(monkeypatch, target)
+    with open(tmp_path / ".compsde.lock", "w") as other:    # another run holds the folder
+        other.write("4242\n")
+        other.flush()
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code = main([command, *args, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    _one_line_error(code, err, "--out")
+    assert "in use by another compsde run (process 4242)" in err
+
+
+def test_the_lock_ends_with_the_run(tmp_path, capsys):
+    for _ in range(2):                       # the same --out, one run after the other
+        assert main(["simulate", *SMALL, "--out", str(tmp_path)]) == 0, capsys.readouterr().err
+    assert (tmp_path / "result.json").is_file()
+
+
+def test_two_runs_at_once_on_one_out_one_is_refused(tmp_path):
+    """A real second process: one of two simultaneous runs gets the folder, the other exit 2."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom compsde.cli.common import lock_out\n"
+         "from pathlib import Path\nlock_out(Path(sys.argv[1]))\nprint('held', flush=True)\n"
+         "time.sleep(60)\n", str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = subprocess.run([sys.executable, "-m", "compsde", "simulate", *SMALL, "--out",
+                               str(tmp_path)], capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 2, done.stderr
+    assert f"process {holder.pid}" in done.stderr and not (tmp_path / "result.json").exists()
+
+
+@pytest.mark.parametrize("command", sorted(OUTPUTS))
+def test_a_folder_in_place_of_an_output_file_is_refused_before_any_work(command, tmp_path,
+                                                                        monkeypatch, capsys):
+    args, target = WORK[command]
+    _forbid(monkeypatch, target)
+    (tmp_path / OUTPUTS[command]).mkdir()
+    code = main([command, *args, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    _one_line_error(code, err, "--out")
+    assert OUTPUTS[command] in err and "is a folder" in err
+
+
+@pytest.mark.parametrize("name", ["loss.png"])
+@pytest.mark.parametrize("command", ["simulate", "sde", "validate"])
+def test_the_plot_file_is_probed_when_plot_is_asked_for(command, name, tmp_path, monkeypatch,
+                                                        capsys):
+    args, target = WORK[command]
+    _forbid(monkeypatch, target)
+    (tmp_path / name).mkdir()
+    code = main([command, *args, "--plot", "--out", str(tmp_path)])
+    _one_line_error(code, capsys.readouterr().err, "--out")
+
+
+@pytest.mark.parametrize("blocker", ["cache", "cache/fig3"])
+def test_a_file_in_place_of_the_run_cache_is_refused_before_any_work(blocker, tmp_path,
+                                                                     monkeypatch, capsys):
+    _forbid(monkeypatch, "compsde.cli.reproduce_cmd.run_figure")
+    (tmp_path / blocker).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / blocker).write_text("not a folder")
+    code = main(["reproduce", "fig3", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    _one_line_error(code, err, "--out")
+    assert "is a file where the run keeps a folder" in err
+
+
+@pytest.mark.parametrize("command", sorted(OUTPUTS))
+def test_an_empty_out_is_refused(command, tmp_path, monkeypatch, capsys):
+    args, target = WORK[command]
+    _forbid(monkeypatch, target)
+    monkeypatch.chdir(tmp_path)
+    code = main([command, *args, "--out", ""])
+    _one_line_error(code, capsys.readouterr().err, "--out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_result_save_into_an_unwritable_place_names_out_dir(tmp_path):
+    result = compsde.simulate("dsgd", "quadratic:d=2", "gaussian", lr=0.1, steps=2)
+    with pytest.raises(ValueError, match=r"^out_dir '/proc/x' cannot be created"):
+        result.save("/proc/x")
+    (tmp_path / "result.json").mkdir()
+    with pytest.raises(ValueError, match=r"^out_dir .*result.json there is a folder"):
+        result.save(tmp_path)
+
+
+# -- executors: addresses checked before any work ---------------------------------------------
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "no-such-host.invalid:6379", "nohost"])
+def test_an_unreachable_ray_address_is_one_line_before_any_work(address, tmp_path, monkeypatch,
+                                                                capsys):
+    _forbid(monkeypatch, "compsde.cli.simulate_cmd.simulate")
+    code = main(["simulate", *SMALL, "--executor", f"ray:{address}", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    _one_line_error(code, err, "--executor")
+    assert address in err
+
+
+@pytest.mark.parametrize("command", ["simulate", "sde", "validate"])
+def test_jobs_is_the_shorthand_of_processes(command, tmp_path, monkeypatch):
+    seen = {}
+
+    def work(*args, executor, **kwargs):
+        seen["executor"] = executor
+        raise WorkStarted(command)
+    name = {"simulate": "simulate", "sde": "simulate_sde", "validate": "validate"}[command]
+    monkeypatch.setattr(f"compsde.cli.{command}_cmd.{name}", work)
+    with pytest.raises(WorkStarted):
+        main([command, *SMALL, "--jobs", "2", "--out", str(tmp_path)])
+    assert seen["executor"].spec == "processes:2"
+
+
+# -- sizes and times: refused with what they would need -----------------------------------------
+
+@pytest.mark.parametrize("command, args, flag", [
+    ("simulate", ["--steps", str(10**14)], "--steps"),
+    ("sde", ["--dt", "1e-300"], "--dt"),
+    ("validate", ["--substeps", str(10**12)], "--substeps"),
+    ("validate", ["--steps", "5", "--lr-sweep", "--horizon", "1e9"], "--horizon"),
+])
+def test_runs_longer_than_a_day_are_refused_with_their_estimate(command, args, flag, tmp_path,
+                                                               monkeypatch, capsys):
+    _forbid(monkeypatch, WORK[command][1])
+    code = main([command, "--no-progress", "--runs", "4", *args, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    _one_line_error(code, err, flag)
+    assert "would make the run take at least" in err and "--allow-long" in err
+
+
+def test_allow_long_lets_a_long_run_start(tmp_path, monkeypatch):
+    _forbid(monkeypatch, "compsde.cli.simulate_cmd.simulate")
+    with pytest.raises(WorkStarted):
+        main(["simulate", "--steps", str(10**10), "--runs", "4", "--allow-long",
+              "--no-progress", "--out", str(tmp_path)])
+
+
+def test_duration_bounds():
+    from compsde.limits import check_duration, format_duration, least_seconds
+
+    assert least_seconds(10**6) == pytest.approx(10.0)                   # 10 µs a step
+    assert least_seconds(10, 1e12) == pytest.approx(100.0)               # 1e11 numbers / s
+    assert format_duration(86_400) == "1 day" and format_duration(90) == "1.5 min"
+    check_duration("--steps", 1, 86_400.0)                               # the bound itself
+    with pytest.raises(ValueError, match=r"^--steps 5 would make the run take at least 1\.16"):
+        check_duration("--steps", 5, 100_000.0)
+    check_duration("--steps", 5, 100_000.0, allow=True)
+
+
+def _text_file(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n\n".join(f"the quick brown fox {i} jumps over the lazy dog." * 4
+                                for i in range(40)))
+    return path
+
+
+ADVISE = ["--samples", "16", "--warmup", "1", "--batch", "8"]
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--threads", "1000000"], "--threads"),
+    (["--curvature-batch", "0"], "--curvature-batch"),
+    (["--curvature-batch", str(10**12)], "--curvature-batch"),
+    (["--lr", "1e308"], "--lr"),
+    (["--warmup", str(10**12)], "--warmup"),
+])
+def test_advise_sizes_and_numbers_at_the_limits_name_the_flag(args, flag, tmp_path, monkeypatch,
+                                                              capsys):
+    code = main(["advise", "--model", "mlp:hidden=8", "--data", "synthetic:n=256,shape=1x8x8",
+                 *ADVISE, *args, "--out", str(tmp_path / "out")])
+    _one_line_error(code, capsys.readouterr().err, flag)
+    assert not (tmp_path / "out" / "result.json").exists()
+
+
+@pytest.mark.parametrize("model", ["gpt:depth=100000", f"gpt:dim={10**11}", "gpt:mlp=inf",
+                                   "gpt:mlp=1e300"])
+def test_gpt_beyond_the_machine_is_refused_naming_model(model, tmp_path, capsys):
+    code = main(["advise", "--model", model, "--data", f"text:path={_text_file(tmp_path)}",
+                 *ADVISE, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    _one_line_error(code, err, "--model" if "dim" in model or "depth" in model else "mlp")
+    if "mlp" not in model:
+        assert "GiB" in err or "PiB" in err
+
+
+def test_model_size_check_counts_the_gpt_exactly():
+    from compsde.nn.gpt import GPT, gpt_parameters
+    from compsde.nn.models import count_parameters, make_model
+
+    for vocab, context, dim, depth, mlp in [(500, 16, 32, 1, 2.0), (97, 8, 12, 3, 1.5)]:
+        model = GPT(vocab, context, dim=dim, depth=depth, heads=2, mlp_ratio=mlp)
+        assert count_parameters(model) == gpt_parameters(vocab, context, dim, depth, mlp)
+    with pytest.raises(ValueError, match=r"^model mlp:hidden=.* parameters: a run needs"):
+        make_model(f"mlp:hidden={10**6}/{10**6}", (1, 8, 8), 10)
+
+
+@pytest.mark.parametrize("command, args", [
+    ("reproduce", ["lm", "--seed", str(2**70)]), ("demo", ["--seed", str(2**70)])])
+def test_seeds_beyond_the_generators_name_seed(command, args, tmp_path, monkeypatch, capsys):
+    _forbid(monkeypatch, WORK[command][1])
+    code = main([command, *args, "--out", str(tmp_path)])
+    _one_line_error(code, capsys.readouterr().err, "--seed")
+
+
+# -- text that is not text ----------------------------------------------------------------------
+
+NOT_TEXT = {
+    "elf": b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 4,
+    "latin-1": "café au lait, naïve façade\n\nencore un paragraphe, déjà vu\n".encode("latin-1"),
+    "utf-16": "one paragraph\n\nanother paragraph\n".encode("utf-16"),
+    "utf-16-le": "one paragraph\n\nanother paragraph\n".encode("utf-16-le"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_TEXT))
+def test_text_that_is_not_utf8_is_refused_naming_the_file(kind, tmp_path, capsys):
+    from compsde.nn.text import load_text
+
+    path = tmp_path / f"{kind}.bin"
+    path.write_bytes(NOT_TEXT[kind])
+    with pytest.raises(ValueError, match=rf"^text file {path} (is|holds)"):
+        load_text(str(path), context=4)
+    code = main(["advise", "--model", "gpt:size=tiny", "--data", f"text:path={path}", *ADVISE,
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    _one_line_error(code, err, str(path))
+    assert "\ufffd" not in err
+
+
+def test_a_stated_encoding_reads_the_file():
+    import tempfile
+
+    from compsde.nn.text import read_corpus
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "latin.txt"
+        path.write_bytes(NOT_TEXT["latin-1"])
+        assert read_corpus(path, "latin-1")[0] == "café au lait, naïve façade"
+        path.write_bytes(NOT_TEXT["utf-16"])
+        assert read_corpus(path, "utf-16") == ["one paragraph", "another paragraph"]
+        with pytest.raises(ValueError, match=r"^encoding of text must be"):
+            read_corpus(path, "klingon")
+
+
+# -- help against README ------------------------------------------------------------------------
+
+def test_reproduce_help_names_every_figure(capsys):
+    from compsde.experiments import load_all
+
+    assert main(["reproduce", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert all(name in text for name in load_all())
+
+
+def test_reproduce_speaks_of_the_flag_that_was_typed(tmp_path, monkeypatch, capsys):
+    _forbid(monkeypatch, "compsde.cli.reproduce_cmd.run_figure")
+    code = main(["reproduce", "fig3", "--executor", "processes:2", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    _one_line_error(code, err, "--executor processes:2")
+    assert "--jobs" not in err
+    code = main(["reproduce", "fig3", "--jobs", "2", "--out", str(tmp_path)])
+    _one_line_error(code, capsys.readouterr().err, "--jobs")
+
+
+def test_scale_shows_the_convention_as_it_is_typed(capsys):
+    assert main(["scale", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "[T|K]" in text and "[t|k]" not in text and "[default: T]" in text

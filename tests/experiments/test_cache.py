@@ -7,7 +7,7 @@ import json
 import pytest
 
 from compsde.executors import TaskFailed
-from compsde.experiments.cache import RunCache, config_key, run_sweep
+from compsde.experiments.cache import CacheWarning, RunCache, config_key, run_sweep
 
 
 class Interrupted(Exception):
@@ -40,9 +40,11 @@ def test_store_load_roundtrip_and_mismatch(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
     # A corrupted (half-written by another tool) or foreign entry counts as missing.
     path.write_text("{not json")
-    assert cache.load(config) is None
+    with pytest.warns(CacheWarning, match="is not valid JSON"):
+        assert cache.load(config) is None
     path.write_text(json.dumps({"version": cache.version, "config": {"lr": 9}, "result": {}}))
-    assert cache.load(config) is None
+    with pytest.warns(CacheWarning, match="lacks digest"):
+        assert cache.load(config) is None
     # Another code version does not see the entry.
     cache.store(config, {"final": 1.0})
     assert RunCache(tmp_path, version="v2").load(config) is None
@@ -203,3 +205,57 @@ def test_reproduce_no_cache_recomputes_every_run(tmp_path, monkeypatch):
     monkeypatch.setitem(fig3.PRESETS, "quick", fig3.PRESETS["quick"] | sizes)
     main(["reproduce", "fig3", "--no-cache", "--out", str(tmp_path), "--no-progress"])
     assert all(p.stat().st_mtime_ns != before[p] for p in entries)
+
+
+def _tamper(path, change):
+    entry = json.loads(path.read_text())
+    change(entry)
+    path.write_text(json.dumps(entry))
+
+
+TAMPERED = {  # what a damaged entry holds, and the reason the warning gives
+    "another result": (lambda e: e["result"].pop("steps"), "not the one stored"),
+    "a result of another shape": (lambda e: e["result"].update(loss=[1.0]), "not the one stored"),
+    "NaN": (lambda e: e["result"].update(final=float("nan")), "holds NaN"),
+    "no result": (lambda e: e.pop("result"), "lacks result"),
+    "another config": (lambda e: e.update(config={"lr": 1}), "another config"),
+    "truncated": (None, "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(TAMPERED))
+def test_a_damaged_entry_is_recomputed_with_one_warning(damage, tmp_path):
+    cache = RunCache(tmp_path)
+    configs = [{"run": 0}, {"run": 1}]
+    calls: list[int] = []
+
+    def compute(config):
+        calls.append(config["run"])
+        return {"steps": [0, 1, 2], "loss": [3.0, 2.0, float(config["run"])], "final": 0.5}
+
+    first = run_sweep(configs, compute, cache)
+    change, reason = TAMPERED[damage]
+    path = cache.path(configs[1])
+    if change is None:
+        path.write_text(path.read_text()[:40])
+    else:
+        _tamper(path, change)
+    with pytest.warns(CacheWarning) as caught:
+        again = run_sweep(configs, compute, cache)
+    assert len(caught) == 1 and reason in str(caught[0].message)
+    assert str(path) in str(caught[0].message) and "--no-cache" in str(caught[0].message)
+    assert calls == [0, 1, 1] and again.loaded == [0] and again.computed == [1]
+    assert again.results == first.results                  # recomputed, and stored again
+    assert cache.stored(configs[1]) == first.results[1]
+
+
+def test_an_entry_of_other_code_is_recomputed_silently(tmp_path):
+    import warnings
+
+    config = {"run": 0}
+    RunCache(tmp_path, version="old-code").store(config, {"x": 1})
+    path = RunCache(tmp_path, version="old-code").path(config)
+    path.rename(RunCache(tmp_path).path(config))          # another version under this key
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert RunCache(tmp_path).load(config) is None

@@ -27,9 +27,13 @@ def _device(value: str | torch.device) -> torch.device:
     return check_device(value, "device")
 
 
+CURVATURE_BATCH = 1024  # the default; a smaller training set is used whole
+
+
 def measure_dataset(model: str = "mlp", data: str = "fashion-mnist", *, batch: int = 128,
                     lr: float = 0.05, samples: int = 64, warmup: int = 200,
-                    curvature_batch: int = 1024, inject: str | None = None, seed: int = 0,
+                    curvature_batch: int = CURVATURE_BATCH, inject: str | None = None,
+                    seed: int = 0,
                     compressors: Sequence[str] = DEFAULT_COMPRESSORS,
                     max_coords: int = 8000, device: str | torch.device = "cpu"
                     ) -> NoiseMeasurement:
@@ -51,6 +55,9 @@ def measure_dataset(model: str = "mlp", data: str = "fashion-mnist", *, batch: i
     device = _device(device)
     net = make_model(model, dataset.image_shape, dataset.classes, seed=seed, device=device)
     n = len(dataset.y_train)
+    if curvature_batch > max(n, CURVATURE_BATCH):  # up to the default: the whole set
+        raise ValueError(f"curvature_batch must be at most the training set size {n} (the "
+                         f"examples of the Hessian-vector products), got {curvature_batch}")
     if samples * batch > n:
         raise ValueError(f"samples × batch must be at most the training set size {n} "
                          f"(disjoint mini-batches), got {samples} × {batch}")

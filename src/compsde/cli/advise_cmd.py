@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import click
 import torch
 
-from .._checks import check_device
+from .._checks import check_device, check_float, check_int
 from ..advise import advise, parse_bandwidth, parse_duration, parse_latency, save, table
 from ..advise.model import measure_dataset
 from ..diagnose.measure import DEFAULT_COMPRESSORS
 from ..io import versions
+from ..limits import check_duration, least_seconds
 from ..nn.data import check_data
-from .common import prepare_out
+from .common import OUT_DIR, prepare_out
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # the model's parameters are float32
 
 
 @click.command("advise")
@@ -55,7 +59,7 @@ from .common import prepare_out
               help="torch intra-op threads (default: torch's choice; 1 is faster on a busy "
                    "machine, the tensors here are small)")
 @click.option("--json", "as_json", is_flag=True, help="print result.json instead of the table")
-@click.option("--out", type=click.Path(path_type=Path),
+@click.option("--out", type=OUT_DIR,
               default=Path("results/advise"), show_default=True,
               help="folder for result.json and advise.png; checked before the measurement")
 def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
@@ -66,8 +70,13 @@ def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
                    out: Path) -> None:
     """Measure gradient noise (tail ν, SNR, phases, ω, L) and predict DSGD/DCSGD/DSignSGD."""
     started = time.perf_counter()
-    if threads is not None and threads < 1:
-        raise ValueError(f"--threads must be an integer >= 1, got {threads}")
+    if threads is not None:
+        check_int("--threads", threads, minimum=1, maximum=os.cpu_count() or 1)
+    check_float("--lr", lr, low=0, low_open=True, high=FLOAT32_MAX)
+    if curvature_batch < 1:
+        raise ValueError(f"--curvature-batch must be an integer >= 1 (the examples of the "
+                         f"Hessian-vector products that measure L), got {curvature_batch}")
+    check_duration("--warmup", warmup, least_seconds(warmup), allow_flag="")
     rate = parse_bandwidth(bandwidth) if bandwidth is not None else None
     lat = parse_latency(latency)
     compute = parse_duration(compute_time, "compute-time") if compute_time else None
@@ -76,7 +85,7 @@ def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
     check_device(device, "--device")
     specs = list(compressors) or list(DEFAULT_COMPRESSORS)
     check_data([data])                     # a missing data set: its install command, exit 2
-    prepare_out(out)
+    prepare_out(out, files=["result.json", "advise.png"])
     if threads is not None:
         torch.set_num_threads(threads)
     measurement = measure_dataset(model, data, batch=batch, lr=lr, samples=samples,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import os
 import re
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ import click
 from .._checks import check_device, check_out_dir
 
 EXIT_USAGE = 2
+#: the largest --seed of the figures and the demo (their runs derive seeds from it)
+SEED_MAX = 2**32 - 1
 _LEADING_NAME = re.compile(r"^([a-z][a-z0-9_-]*[a-z0-9])(?=[\s:'\"(,]|$)")
 
 
@@ -94,9 +98,80 @@ def use_file_backend() -> None:
     matplotlib.use("Agg")
 
 
-def prepare_out(out: Path) -> Path:
-    """Check before any work that ``--out`` can be created and written (ValueError naming it)."""
-    return check_out_dir(out, "--out")
+class OutDir(click.ParamType):
+    """``--out``: a folder path; the empty string is refused (it would mean the current
+    folder without saying so)."""
+
+    name = "DIR"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Path:
+        if isinstance(value, Path):
+            return value
+        if not str(value).strip():
+            self.fail("must be a folder path, got '' (give --out . for the current folder)",
+                      param, ctx)
+        return Path(value)
+
+
+OUT_DIR = OutDir()
+LOCK_NAME = ".compsde.lock"
+
+
+def prepare_out(out: Path, files: Iterable[str] = (), folders: Iterable[str] = ()) -> Path:
+    """Before any work: ``--out`` can be created and written, each of ``files`` (names in it
+    the run writes) is not a folder, each of ``folders`` (e.g. ``cache``) is a writable folder
+    where it exists, and no other run uses ``--out`` (:func:`lock_out`). ValueError naming
+    ``--out`` otherwise."""
+    folder = check_out_dir(out, "--out")
+    for name in files:
+        target = folder / name
+        if target.is_dir():
+            raise ValueError(f"--out {str(folder)!r}: {str(target)!r} is a folder where the "
+                             f"run writes a file; remove it or choose another --out")
+    for name in folders:
+        target = folder / name
+        if target.exists() and not target.is_dir():
+            raise ValueError(f"--out {str(folder)!r}: {str(target)!r} is a file where the run "
+                             f"keeps a folder; remove it or choose another --out")
+        if target.is_dir() and not os.access(target, os.W_OK | os.X_OK):
+            raise ValueError(f"--out {str(folder)!r}: the folder {str(target)!r} cannot be "
+                             f"written; choose another --out")
+    lock_out(folder)
+    return folder
+
+
+_HELD: list[Any] = []  # locks held outside a click context (released at exit)
+
+
+def lock_out(folder: Path) -> None:
+    """Hold an exclusive lock on ``folder`` (``flock`` of ``folder/.compsde.lock``) for the rest
+    of the command; ValueError naming ``--out`` when another run holds it. The lock ends with
+    the command (or the process), so a killed run never leaves it behind."""
+    path = folder / LOCK_NAME
+    try:
+        handle = open(path, "a+")  # held for the command, closed when it ends
+    except OSError as exc:
+        raise ValueError(f"--out {str(folder)!r}: cannot create its lock file "
+                         f"({exc.strerror or type(exc).__name__})") from None
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        who = f" (process {holder})" if holder.isdigit() else ""
+        raise ValueError(f"--out {str(folder)!r} is in use by another compsde run{who}; wait "
+                         f"for it to finish or choose another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(handle.close)
+    else:
+        _HELD.append(handle)
 
 
 def _device_flag(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -154,9 +229,12 @@ def _add_problem_options(func: Callable[..., Any], default_out: str) -> Callable
                      help="record the loss every this many steps (default: steps/200)"),
         click.option("--device", default="cpu", show_default=True, callback=_device_flag,
                      help="cpu | cuda[:i]; checked before the run"),
-        click.option("--out", type=click.Path(path_type=Path),
+        click.option("--out", type=OUT_DIR,
                      default=Path(default_out), show_default=True,
                      help="folder for result.json (and the PNG); checked before the run"),
+        click.option("--allow-long", is_flag=True, default=False,
+                     help="start a run even when it would take more than a day at the "
+                          "fastest (refused otherwise, with the estimate)"),
         click.option("--plot/--no-plot", default=False, show_default=True,
                      help="also write loss.png"),
         click.option("--progress/--no-progress", default=True, show_default=True,
@@ -175,6 +253,13 @@ def executor_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--executor`` (``local`` by default), shared by simulate, sde, validate and reproduce."""
     return click.option("--executor", default="local", show_default=True,
                         help=EXECUTOR_HELP)(func)
+
+
+def jobs_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--jobs N``, the shorthand of ``--executor processes:N`` (simulate, sde, validate)."""
+    return click.option("--jobs", type=int, default=1, show_default=True,
+                        help="worker processes of this machine: the shorthand of --executor "
+                             "processes:N (results do not depend on it)")(func)
 
 
 def parse_executor(spec: str | None, jobs: int = 1) -> Any:

@@ -16,15 +16,16 @@ import matplotlib.pyplot as plt
 from .._checks import check_int
 from ..experiments import demo
 from ..io import save_figure, versions, write_json
+from ..limits import check_duration, least_seconds
 from ..plotting import draw_loss
 from ..verdicts import summary
-from .common import prepare_out
+from .common import OUT_DIR, SEED_MAX, prepare_out
 
 TITLES = ("Gaussian noise (σ = 1)", "Cauchy noise (Student-t, ν = 1, σ = 1)")
 
 
 @click.command("demo")
-@click.option("--out", type=click.Path(path_type=Path),
+@click.option("--out", type=OUT_DIR,
               default=Path("results/demo"), show_default=True,
               help="folder for result.json and demo.png; checked before the runs")
 @click.option("--runs", type=int, default=200, show_default=True,
@@ -38,8 +39,10 @@ def demo_command(out: Path, runs: int, steps: int, seed: int) -> None:
     exits with code 1 when a verdict fails."""
     check_int("--runs", runs, minimum=2)
     check_int("--steps", steps, minimum=1)
-    check_int("--seed", seed, minimum=0)
-    prepare_out(out)
+    runs_all = len(demo.METHODS) * len(demo.NOISES)
+    check_duration("--steps", steps, least_seconds(runs_all * steps, runs), allow_flag="")
+    check_int("--seed", seed, minimum=0, maximum=SEED_MAX)
+    prepare_out(out, files=["demo.png", "result.json"])
     outcome = demo.run(runs=runs, steps=steps, seed=seed)
     click.echo(f"{'noise':<24}{'method':<26}{'plateau':>12}{'diverged':>10}")
     for row in outcome["rows"]:

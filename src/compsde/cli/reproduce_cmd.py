@@ -23,7 +23,14 @@ from ..experiments import load_all
 from ..experiments.registry import Figure, FigureOutcome
 from ..experiments.report import ReportRow, write_report
 from ..nn.data import check_data
-from .common import executor_option, parse_executor, prepare_out, progress_enabled
+from .common import (
+    OUT_DIR,
+    SEED_MAX,
+    executor_option,
+    parse_executor,
+    prepare_out,
+    progress_enabled,
+)
 
 
 def _accepts(figure: Figure, option: str) -> bool:
@@ -53,6 +60,12 @@ def _options(figure: Figure, *, distributed: bool, jobs: int,
     if executor != "local" and _accepts(figure, "executor"):
         options["executor"] = executor
     return options
+
+
+def _outputs(names: list[str], report: bool) -> list[str]:
+    """The files ``reproduce`` writes into ``--out`` for ``names`` (and REPORT.md for all)."""
+    files = [f"{n}{suffix}" for n in names for suffix in (".png", ".json")]
+    return [*files, "REPORT.md"] if report else files
 
 
 def run_figure(figure: Figure, out: Path, *, preset: str, seed: int, progress: bool,
@@ -122,7 +135,7 @@ def reproduce_all(figures: dict[str, Figure], out: Path, *, preset: str, seed: i
               help="small preset for 2 CPU cores (the default)")
 @click.option("--full", is_flag=True, default=False,
               help="paper-scale preset (500 Monte-Carlo runs, paper-size networks; for a GPU)")
-@click.option("--out", type=click.Path(path_type=Path),
+@click.option("--out", type=OUT_DIR,
               default=Path("results"), show_default=True,
               help="folder for NAME.png, NAME.json, REPORT.md and the run cache; checked "
                    "before any work")
@@ -142,7 +155,8 @@ def reproduce_all(figures: dict[str, Figure], out: Path, *, preset: str, seed: i
 def reproduce_command(name: str | None, quick: bool, full: bool, out: Path, seed: int,
                       distributed: bool, jobs: int, no_cache: bool, progress: bool,
                       executor: str) -> None:
-    """Reproduce figure NAME of the paper (fig1, fig2, …) or `all` of them.
+    """Reproduce figure NAME: fig1, fig2, fig3, fig4, fig5 (the paper's figures), lm (a GPT on
+    English text, beyond the paper) or `all` of them.
 
     Writes OUT/NAME.png and OUT/NAME.json; `all` also writes OUT/REPORT.md. Finished training
     runs are cached under OUT/cache and reused when the command is started again.
@@ -157,7 +171,8 @@ def reproduce_command(name: str | None, quick: bool, full: bool, out: Path, seed
         raise ValueError("--quick and --full contradict each other; give one of them")
     preset = "full" if full else "quick"
     jobs = check_int("--jobs", jobs, minimum=1)
-    check_int("--seed", seed, minimum=0)
+    check_int("--seed", seed, minimum=0, maximum=SEED_MAX)
+    typed = f"--executor {executor}" if executor != "local" else "--jobs"
     executor = parse_executor(executor, jobs).spec  # fig2/fig4: one training run per task
     if executor.startswith("processes:"):
         jobs, executor = int(executor.partition(":")[2]), "local"  # today's --jobs path
@@ -166,11 +181,13 @@ def reproduce_command(name: str | None, quick: bool, full: bool, out: Path, seed
                                ("executor", executor != "local")):
             able = sorted(n for n, f in figures.items() if _accepts(f, option))
             if wanted and name not in able:
-                raise ValueError(f"--{option} is available for figure "
+                flag = typed if option in ("jobs", "executor") else f"--{option}"
+                raise ValueError(f"{flag} is available for figure "
                                  f"{', '.join(able) or '(none)'}, got {name!r}")
     chosen = sorted(figures) if name == "all" else [name]
     check_data(d for n in chosen for d in figures[n].data)   # one line naming the install
-    prepare_out(out)
+    prepare_out(out, files=_outputs(chosen, name == "all"),
+                folders=["cache", *(f"cache/{n}" for n in chosen)])
     show = progress_enabled(progress)
     if name == "all":
         warn_full_without_gpu(sorted(figures), figures, preset)

@@ -12,7 +12,7 @@ from ..io import versions, write_json
 from ..scaling import solve
 from ..scaling.verdict import judge_recommendation
 from ..verdicts import summary
-from .common import prepare_out
+from .common import OUT_DIR, prepare_out
 
 
 def _parse_set(items: tuple[str, ...]) -> dict[str, float]:
@@ -53,7 +53,7 @@ def _noise(spec: str) -> tuple[float, float | None]:
 @click.option("--noise", default="gaussian:scale=1", show_default=True,
               help="gradient-noise law per sample (matters between dsignsgd and dsgd/dcsgd)")
 @click.option("--convention", type=click.Choice(["T", "K"], case_sensitive=False),
-              default="T", show_default=True,
+              default="T", show_default=True, metavar="[T|K]",
               help="T: equal SDE time t = k·lr; K: equal iteration count")
 @click.option("--set", "set_", multiple=True, help="force a target knob, e.g. --set agents=16")
 @click.option("--first-order", is_flag=True, help="drop the ηLω/(2N) term (no L needed)")
@@ -62,7 +62,7 @@ def _noise(spec: str) -> tuple[float, float | None]:
               help="simulate the baseline and the recommended target on ½L‖x‖² and judge "
                    "that the target recovers the baseline's stationary loss (exit 1 if not)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the check's runs")
-@click.option("--out", type=click.Path(path_type=Path),
+@click.option("--out", type=OUT_DIR,
               default=Path("results/scale"), show_default=True,
               help="folder for result.json; checked before the computation")
 def scale_command(baseline: str, lr: float, batch: int, agents: int, target: str, vary: str,
@@ -75,7 +75,7 @@ def scale_command(baseline: str, lr: float, batch: int, agents: int, target: str
         raise ValueError(f"--seed must be an integer >= 0, got {seed}")
     sigma, nu = _noise(noise)
     fixed = _parse_set(set_)
-    prepare_out(out)
+    prepare_out(out, files=["result.json"])
     rec = solve(baseline, lr=lr, batch=batch, agents=agents, target=target, vary=vary, L=L,
                 dim=dim, sigma=sigma, nu=nu, convention=convention.upper(),
                 first_order=first_order, fixed=fixed)

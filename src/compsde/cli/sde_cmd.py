@@ -7,12 +7,14 @@ from pathlib import Path
 
 import click
 
+from ..limits import check_duration, least_seconds
 from ..plotting import plot_losses, readable_spec, run_title
 from ..sde import simulate_sde
 from ..sde.phases import PHASE_MODELS, phase_builder
 from .common import (
     default_record_every,
     executor_option,
+    jobs_option,
     parse_executor,
     parse_x0,
     prepare_out,
@@ -23,6 +25,7 @@ from .common import (
 @click.command("sde")
 @problem_options("results/sde")
 @executor_option
+@jobs_option
 @click.option("--dt", type=float, default=None,
               help="Euler–Maruyama step (default: lr, one SDE step per iteration; finer dt "
                    "takes ceil(lr/dt) sub-steps)")
@@ -38,13 +41,19 @@ from .common import (
               help="stability-corrected drift b + (lr/2) J_b b (THEORY.md §8)")
 def sde_command(method: str, landscape: str, noise: str, lr: float, lr_schedule: str,
                 agents: int, batch: int, steps: int, runs: int, seed: int, dtype: str,
-                x0: str, record_every: int | None, device: str, out: Path, plot: bool,
-                progress: bool, dt: float | None, model: str, moments: str, samples: int,
-                stability: bool, executor: str) -> None:
+                x0: str, record_every: int | None, device: str, out: Path,
+                allow_long: bool, plot: bool, progress: bool, executor: str, jobs: int,
+                dt: float | None, model: str, moments: str, samples: int,
+                stability: bool) -> None:
     """Integrate the SDE of --method over --runs paths; writes result.json like simulate."""
-    chosen = parse_executor(executor)
+    chosen = parse_executor(executor, jobs)
     start = parse_x0(x0)
-    prepare_out(out)
+    paths = max(runs, 1) * max(agents, 1)
+    check_duration("--steps", steps, least_seconds(steps, paths), allow=allow_long)
+    if dt is not None and dt > 0 and lr > 0:
+        check_duration("--dt", f"{dt:g}", least_seconds(steps * (lr / dt), paths),
+                       allow=allow_long, fix="raise --dt (ceil(lr/dt) sub-steps a step)")
+    prepare_out(out, files=["result.json", "loss.png"] if plot else ["result.json"])
     builder = None if model == "full" else phase_builder(model)
     result = simulate_sde(method, landscape, noise, lr=lr, steps=steps, agents=agents,
                           batch=batch, runs=runs, seed=seed, x0=start, dtype=dtype, device=device,

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import click
 
+from ..limits import check_duration, least_seconds
 from ..noise import BATCH_NOISE
 from ..plotting import plot_losses, readable_spec, run_title
 from ..simulation import simulate
 from .common import (
     default_record_every,
     executor_option,
+    jobs_option,
     parse_executor,
     parse_x0,
     prepare_out,
@@ -22,18 +24,22 @@ from .common import (
 @click.command("simulate")
 @problem_options("results/simulate")
 @executor_option
+@jobs_option
 @click.option("--batch-noise", "batch_noise", default="scale", show_default=True,
               type=click.Choice(BATCH_NOISE),
               help="how a batch of B is drawn: scale (one draw at σ/√B, the convention) or "
                    "mean (the mean of B draws at σ)")
 def simulate_command(method: str, landscape: str, noise: str, lr: float, lr_schedule: str,
                      agents: int, batch: int, steps: int, runs: int, seed: int, dtype: str,
-                     x0: str, record_every: int | None, device: str, out: Path, plot: bool,
-                     progress: bool, executor: str, batch_noise: str) -> None:
+                     x0: str, record_every: int | None, device: str, out: Path,
+                     allow_long: bool, plot: bool, progress: bool, executor: str, jobs: int,
+                     batch_noise: str) -> None:
     """Simulate the discrete algorithm over --runs Monte-Carlo paths; writes result.json."""
-    chosen = parse_executor(executor)
+    chosen = parse_executor(executor, jobs)
     start = parse_x0(x0)
-    prepare_out(out)
+    check_duration("--steps", steps, least_seconds(steps, max(runs, 1) * max(agents, 1)),
+                   allow=allow_long)
+    prepare_out(out, files=["result.json", "loss.png"] if plot else ["result.json"])
     result = simulate(method, landscape, noise, lr=lr, steps=steps, agents=agents, batch=batch,
                       runs=runs, seed=seed, x0=start, dtype=dtype, device=device,
                       record_every=default_record_every(steps, record_every),

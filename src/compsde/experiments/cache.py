@@ -3,9 +3,12 @@
 DESIGN.md (conventions): long work can be interrupted and resumed; sweeps cache each finished run
 keyed by its config, and files are written atomically. A run's key is the SHA-256 of its config
 as canonical JSON (sorted keys) together with a code-version string; the entry is
-``FOLDER/<key>.json`` holding ``{"key", "version", "config", "result"}``, written with
+``FOLDER/<key>.json`` holding ``{"key", "version", "config", "result", "digest"}``, written with
 :func:`compsde.io.write_json` (temp file + rename), so a killed process leaves either no entry or
-a complete one. An unreadable or mismatching entry counts as missing and is recomputed.
+a complete one. ``digest`` is the SHA-256 of the result's canonical JSON: an entry is verified
+on load, and one that is damaged (unreadable, missing keys, NaN, a result that is not the one
+stored, another config under its key) is recomputed with one warning line; an entry of other
+code (another version) is recomputed silently.
 
 The default version is :data:`CODE_VERSION` (the entry format) joined with
 :func:`code_fingerprint` (the package version and a hash of every source file of the
@@ -20,6 +23,7 @@ import contextvars
 import functools
 import hashlib
 import json
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +33,9 @@ import numpy as np
 
 from ..executors import Executor
 from ..executors import resolve as resolve_executor
-from ..io import write_json
+from ..io import jsonable, write_json
 
-CODE_VERSION = "compsde-runs-1"
+CODE_VERSION = "compsde-runs-2"
 _RECOMPUTE: contextvars.ContextVar[bool] = contextvars.ContextVar("recompute", default=False)
 
 
@@ -90,6 +94,21 @@ def canonical(config: Mapping[str, Any]) -> str:
                          f"None, lists, dicts): {exc}") from None
 
 
+def result_digest(result: Mapping[str, Any]) -> str:
+    """SHA-256 of ``result`` as stored (canonical JSON, NaN and infinities as null)."""
+    text = json.dumps(jsonable(dict(result)), sort_keys=True, separators=(",", ":"),
+                      allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class CacheWarning(UserWarning):
+    """A cache entry was damaged and is recomputed."""
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"holds {name}, which a stored result never does")
+
+
 def config_key(config: Mapping[str, Any], version: str | None = None) -> str:
     """The 20-hex-digit hash that names a run: SHA-256 of ``version`` + canonical config.
 
@@ -117,29 +136,60 @@ class RunCache:
         return self.folder / f"{self.key(config)}.json"
 
     def load(self, config: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The stored result of ``config``, or None when absent, unreadable, not this config,
-        or inside :func:`recomputing`."""
-        return None if _RECOMPUTE.get() else self.stored(config)
+        """The stored result of ``config``, or None when absent, of other code, damaged (one
+        warning line naming the entry), or inside :func:`recomputing`."""
+        if _RECOMPUTE.get():
+            return None
+        result, problem = self.verified(config)
+        if problem is not None:
+            warnings.warn(f"cache entry {self.path(config)} {problem}; recomputing it "
+                          f"(--no-cache recomputes every run)", CacheWarning, stacklevel=2)
+        return result
 
     def stored(self, config: Mapping[str, Any]) -> dict[str, Any] | None:
-        """What the entry of ``config`` holds now (also inside :func:`recomputing`)."""
+        """What the entry of ``config`` holds now (also inside :func:`recomputing`), None
+        when absent, of other code or damaged."""
+        return self.verified(config)[0]
+
+    def verified(self, config: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+        """``(result, None)`` for a sound entry of ``config``; ``(None, None)`` when there is
+        none or it is of another version; ``(None, why)`` when it is damaged."""
         path = self.path(config)
         try:
-            entry = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        if (not isinstance(entry, dict) or entry.get("version") != self.version
-                or canonical(entry.get("config", {})) != canonical(config)
-                or not isinstance(entry.get("result"), dict)):
-            return None
-        return entry["result"]
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None, None
+        except (OSError, UnicodeDecodeError) as exc:
+            return None, f"cannot be read ({type(exc).__name__})"
+        try:
+            entry = json.loads(text, parse_constant=_no_constants)
+        except ValueError as exc:
+            return None, f"is not valid JSON ({str(exc).splitlines()[0]})"
+        if not isinstance(entry, dict):
+            return None, "is not a JSON object"
+        if entry.get("version") != self.version:
+            return None, None
+        missing = sorted({"config", "result", "digest"} - set(entry))
+        if missing:
+            return None, f"lacks {', '.join(missing)}"
+        try:
+            same = canonical(entry["config"]) == canonical(config)
+        except ValueError:
+            same = False
+        if not same:
+            return None, "holds another config under this config's key"
+        result = entry["result"]
+        if not isinstance(result, dict) or entry["digest"] != result_digest(result):
+            return None, "holds a result that is not the one stored (its digest differs)"
+        return result, None
 
     def store(self, config: Mapping[str, Any], result: Mapping[str, Any]) -> Path:
         """Write ``result`` for ``config`` atomically; returns the entry's path."""
         if not isinstance(result, Mapping):
             raise ValueError(f"result must be a mapping, got {type(result).__name__}")
         entry = {"key": self.key(config), "version": self.version,
-                 "config": json.loads(canonical(config)), "result": dict(result)}
+                 "config": json.loads(canonical(config)), "result": dict(result),
+                 "digest": result_digest(result)}
         return write_json(self.path(config), entry)
 
     def __contains__(self, config: Mapping[str, Any]) -> bool:

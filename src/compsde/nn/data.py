@@ -289,7 +289,8 @@ def load_dataset(spec: str) -> Dataset:
     if name == "text":
         from .text import load_text_spec
 
-        reject_unknown("data", name, options, {"path", "tokens", "vocab", "context", "test"})
+        reject_unknown("data", name, options, {"path", "tokens", "vocab", "context", "test",
+                                               "encoding"})
         return load_text_spec(options)  # type: ignore[return-value]
     if name == "fashion-mnist":
         reject_unknown("data", name, options, {"path"})

@@ -22,7 +22,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_int
+from .._checks import check_choice, check_float, check_int
+
+MLP_MAX = 64.0  # the largest MLP ratio (hidden = ratio × dim) a gpt spec takes
 
 GPT_PRESETS: dict[str, dict[str, float]] = {
     "tiny": {"dim": 32, "depth": 1, "heads": 2, "mlp": 2.0},
@@ -71,12 +73,20 @@ def gpt_options(options: dict[str, str]) -> dict[str, float]:
             config[key] = check_int(key, options[key], minimum=1)
     if "mlp" in options:
         try:
-            config["mlp"] = float(options["mlp"])
+            config["mlp"] = check_float("mlp", options["mlp"], low=0, low_open=True,
+                                        high=MLP_MAX)
         except ValueError:
-            config["mlp"] = -1.0
-        if not config["mlp"] > 0:
-            raise ValueError(f"mlp of gpt must be a number > 0, got {options['mlp']!r}")
+            raise ValueError(f"mlp of gpt must be a number in (0, {MLP_MAX:g}] (the MLP's "
+                             f"hidden width over dim), got {options['mlp']!r}") from None
     return config
+
+
+def gpt_parameters(vocab: int, context: int, dim: int, depth: int, mlp_ratio: float) -> int:
+    """The parameter count of :class:`GPT` (tied embeddings), computed without building it."""
+    hidden = max(1, round(dim * mlp_ratio))
+    block = 2 * 2 * dim + (3 * dim * dim + 3 * dim) + (dim * dim + dim) \
+        + (dim * hidden + hidden) + (hidden * dim + dim)
+    return vocab * dim + context * dim + depth * block + 2 * dim
 
 
 def build_gpt(options: dict[str, str], input_shape: tuple[int, ...], vocab: int) -> GPT:
@@ -85,5 +95,10 @@ def build_gpt(options: dict[str, str], input_shape: tuple[int, ...], vocab: int)
         raise ValueError(f"model 'gpt' needs token windows of shape (T,) (data 'text'), got "
                          f"inputs of shape {tuple(input_shape)}; use --data text")
     c = gpt_options(options)
+    from .models import check_model_size
+
+    spec = "gpt:" + ",".join(f"{k}={v}" for k, v in options.items()) if options else "gpt"
+    check_model_size(spec, gpt_parameters(vocab, int(input_shape[0]), int(c["dim"]),
+                                          int(c["depth"]), float(c["mlp"])), "dim, depth or mlp")
     return GPT(vocab, int(input_shape[0]), dim=int(c["dim"]), depth=int(c["depth"]),
                heads=int(c["heads"]), mlp_ratio=float(c["mlp"]))

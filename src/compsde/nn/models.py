@@ -259,6 +259,24 @@ def init_parameters(model: nn.Module, generator: torch.Generator) -> nn.Module:
     return model
 
 
+#: float32 copies of the parameters a training or measurement run keeps (weights, gradients,
+#: optimizer state, one more for updates and measured gradients)
+COPIES = 4
+
+
+def check_model_size(spec: str, parameters: int, knobs: str = "its size options") -> None:
+    """Refuse, before anything is allocated, a model whose ``parameters`` (× ``COPIES`` float32
+    numbers) would not fit half this machine's memory (ValueError naming ``model``)."""
+    from ..simulation import format_bytes, kept_limit
+
+    need, limit = COPIES * 4 * int(parameters), kept_limit()
+    if need > limit:
+        raise ValueError(f"model {spec} has {parameters:.3g} parameters: a run needs about "
+                         f"{format_bytes(need)} ({COPIES} float32 copies: weights, gradients, "
+                         f"optimizer state, updates), more than half this machine's memory "
+                         f"({format_bytes(limit)}); lower {knobs}")
+
+
 def make_model(spec: str, image_shape: Sequence[int], classes: int, *, seed: int = 0,
                device: str | torch.device = "cpu") -> nn.Module:
     """Build the model of ``spec`` initialised from ``torch.Generator().manual_seed(seed)``.
@@ -268,6 +286,7 @@ def make_model(spec: str, image_shape: Sequence[int], classes: int, *, seed: int
     seed = check_int("seed", seed, minimum=0)
     with torch.device("meta"):                            # no allocation, no global RNG draws
         model = build_model(spec, image_shape, classes)
+    check_model_size(spec, sum(p.numel() for p in model.parameters()))
     model.to_empty(device="cpu")
     init_parameters(model, torch.Generator().manual_seed(seed))
     return model.to(device)

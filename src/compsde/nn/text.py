@@ -6,7 +6,10 @@ Spec ``text[:path=FILE,tokens=word,vocab=2000,context=32,test=0.1]``:
   2.5 MB of English quotations, jokes and definitions in plain-text files under
   ``/usr/share/games/fortunes`` (the ``.dat`` indexes and the ``ascii-art`` file are skipped);
   one document per fortune (entries are separated by a line ``%``). ``path=FILE`` reads any
-  UTF-8 text file (or a folder of them) instead, one document per blank-line paragraph.
+  UTF-8 text file (or a folder of them) instead, one document per blank-line paragraph;
+  ``encoding=NAME`` (e.g. ``latin-1``, ``utf-16``) reads another encoding. Files are decoded
+  strictly: a binary or a file of another encoding is refused, never read with replacement
+  characters.
 - ``tokens=word``: lower-cased words (letters, digits, inner apostrophes), each punctuation mark
   and each line break a token; the vocabulary keeps the ``vocab − 2`` most frequent training
   tokens (ties by first appearance), the rest map to ``<unk>``: a frequency cap, so the rarest
@@ -50,8 +53,42 @@ class TextNotAvailable(DatasetNotAvailable):
 
 
 # -- corpus -----------------------------------------------------------------------------------
-def _read(path: Path) -> str:
-    return path.read_bytes().decode("utf-8", errors="replace")
+_BOMS = ((b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"), (b"\xef\xbb\xbf", "utf-8-sig"))
+
+
+def check_encoding(encoding: str) -> str:
+    """``encoding`` if Python has a codec of that name (ValueError naming ``encoding``)."""
+    import codecs
+
+    try:
+        return codecs.lookup(str(encoding)).name
+    except LookupError:
+        raise ValueError(f"encoding of text must be a text encoding such as utf-8, latin-1 or "
+                         f"utf-16, got {encoding!r}") from None
+
+
+def _read(path: Path, encoding: str = "utf-8") -> str:
+    """The text of ``path`` decoded strictly: a file that is not ``encoding`` text (a binary,
+    another encoding) raises ValueError naming the file and the fix, never replacement
+    characters."""
+    data = path.read_bytes()
+    if data.startswith(b"\x7fELF"):
+        raise ValueError(f"text file {path} is an executable (ELF), not text; pass "
+                         f"text:path=FILE of a text file")
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        bom = next((name for mark, name in _BOMS if data.startswith(mark)), None)
+        hint = (f"it starts with a {bom} byte-order mark: pass text:path=FILE,encoding={bom}"
+                if bom else "convert it (e.g. iconv -f latin1 -t utf-8) or name its encoding "
+                            "as text:path=FILE,encoding=latin-1")
+        raise ValueError(f"text file {path} is not {encoding} text (byte "
+                         f"0x{data[exc.start]:02x} at offset {exc.start} is invalid); "
+                         f"{hint}") from None
+    if "\x00" in text:
+        raise ValueError(f"text file {path} holds NUL characters: a binary file or UTF-16 "
+                         f"text, not {encoding} text (for UTF-16 pass encoding=utf-16)")
+    return text
 
 
 def fortune_documents(text: str) -> list[str]:
@@ -89,8 +126,9 @@ def text_missing(path: str | os.PathLike | None = None) -> str | None:
             f"'text')")
 
 
-def read_corpus(path: str | os.PathLike | None = None) -> list[str]:
-    """The documents of the default corpus (``path`` None) or of the file/folder ``path``."""
+def read_corpus(path: str | os.PathLike | None = None, encoding: str = "utf-8") -> list[str]:
+    """The documents of the default corpus (``path`` None) or of the file/folder ``path``
+    (decoded strictly as ``encoding``)."""
     if path is None:
         files = _fortune_files()
         if not files:
@@ -103,7 +141,8 @@ def read_corpus(path: str | os.PathLike | None = None) -> list[str]:
         files = [target]
     else:
         raise TextNotAvailable(text_missing(target) or f"text file {target} not found")
-    documents = [d for f in files for d in paragraph_documents(_read(f))]
+    encoding = check_encoding(encoding)
+    documents = [d for f in files for d in paragraph_documents(_read(f, encoding))]
     if not documents:
         raise ValueError(f"text file {target} holds no text (empty or only whitespace)")
     return documents
@@ -218,13 +257,13 @@ class TextDataset:
 
 
 def load_text(path: str | None = None, tokens: str = "word", vocab: int = 2000,
-              context: int = 32, test: float = 0.1) -> TextDataset:
+              context: int = 32, test: float = 0.1, encoding: str = "utf-8") -> TextDataset:
     """Read, split, tokenize and window a corpus (module docstring)."""
     tokens = check_choice("tokens", tokens, TOKEN_KINDS)
     vocab = check_int("vocab", vocab, minimum=3)
     context = check_int("context", context, minimum=1)
     test = check_float("test", test, low=0.0, high=1.0, low_open=True, high_open=True)
-    documents = read_corpus(path)
+    documents = read_corpus(path, encoding)
     source = path or FORTUNES_DIR
     if len(documents) < 2:
         raise ValueError(f"text {source} holds {len(documents)} document; a train/test split "
@@ -252,4 +291,5 @@ def load_text_spec(options: dict[str, str]) -> TextDataset:
                          f"{options['test']!r}") from None
     return load_text(options.get("path"), options.get("tokens", "word"),
                      check_int("vocab", options.get("vocab", 2000), minimum=3),
-                     check_int("context", options.get("context", 32), minimum=1), test)
+                     check_int("context", options.get("context", 32), minimum=1), test,
+                     options.get("encoding", "utf-8"))

@@ -1,0 +1,56 @@
+"""Bounds on run time, checked before any work starts.
+
+A run's time is bounded below by ``steps × max(STEP_FLOOR, numbers / NUMBER_RATE)``: every step
+launches several tensor operations (no step of any backend takes less than ``STEP_FLOOR``), and
+no device updates more than ``NUMBER_RATE`` numbers a second. A run whose *lower bound* exceeds
+``MAX_SECONDS`` (one day) is refused with that estimate, unless the caller allows long runs
+(the CLI's ``--allow-long``): such a run would certainly not end in a day, on any machine.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+#: seconds one step takes at the fastest (measured: 50–90 µs on a CPU, more on a GPU)
+STEP_FLOOR = 10e-6
+#: numbers a device updates per second at the fastest (a large GPU's memory bandwidth)
+NUMBER_RATE = 1e11
+#: the longest run started without being asked for: one day
+MAX_SECONDS = 86_400.0
+ALLOW_FLAG = "--allow-long"
+
+
+def least_seconds(steps: float, numbers_per_step: float = 1.0) -> float:
+    """Lower bound on the seconds of ``steps`` steps that each update ``numbers_per_step``."""
+    per_step = max(STEP_FLOOR, float(numbers_per_step) / NUMBER_RATE)
+    total = float(steps) * per_step
+    return total if math.isfinite(total) else math.inf
+
+
+def format_duration(seconds: float) -> str:
+    """``90`` → ``'1.5 min'``; ``3e7`` → ``'347 days'``; infinity → ``'forever'``."""
+    if not math.isfinite(seconds):
+        return "forever"
+    for unit, size in (("year", 365.25 * 86_400), ("day", 86_400), ("h", 3_600),
+                       ("min", 60)):
+        if seconds >= size:
+            count = f"{seconds / size:.3g}"
+            plural = "s" if unit in ("year", "day") and count != "1" else ""
+            return f"{count} {unit}{plural}"
+    return f"{seconds:.3g} s"
+
+
+def check_duration(flag: str, value: Any, seconds: float, *, allow: bool = False,
+                   bound: float = MAX_SECONDS, allow_flag: str = ALLOW_FLAG,
+                   fix: str | None = None) -> None:
+    """Refuse (ValueError starting with ``flag``) a run that takes at least ``seconds`` when
+    that exceeds ``bound``, unless ``allow``; ``fix`` says what to change (default: lower
+    ``flag``)."""
+    if allow or seconds <= bound:
+        return
+    how = f", or pass {allow_flag} to run it anyway" if allow_flag else ""
+    raise ValueError(f"{flag} {value} would make the run take at least "
+                     f"{format_duration(seconds)} (at {STEP_FLOOR * 1e6:g} µs a step, the "
+                     f"fastest any machine runs one), above the bound of "
+                     f"{format_duration(bound)}; {fix or f'lower {flag}'}{how}")
