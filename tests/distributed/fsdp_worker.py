@@ -79,16 +79,6 @@ def errors() -> dict[str, str]:
             sharded(MixedPrecisionPolicy(reduce_dtype=torch.bfloat16)), "dcsgd:qsgd:levels=4"),
         "sign-wire": lambda: register(sharded(), "dsignsgd", sign_wire="bits"),
     }
-    if dist.get_world_size() == 4:
-        from torch.distributed.device_mesh import init_device_mesh
-
-        def hsdp():
-            model = BlockModel()
-            fully_shard(model, mesh=init_device_mesh("cpu", (2, 2),
-                                                 mesh_dim_names=("replicate", "shard")))
-            register(model, "dsignsgd")
-
-        attempts["hsdp"] = hsdp
     for name, attempt in attempts.items():
         try:
             attempt()

@@ -3,12 +3,16 @@ engine (:mod:`.runner`); importing it loads no torch."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from .._checks import check_choice, check_device, check_float, check_int, check_out_dir
 
 SIGN_WIRES = ("auto", "bits", "int8", "scatter")     # .protocol.SIGN_WIRES
-PARALLEL = ("ddp", "fsdp")
+PARALLEL = ("ddp", "fsdp", "hsdp")
+SEED_MAX = 2**63 - 1          # torch.Generator.manual_seed takes a signed 64-bit seed
+STEPS_MAX = 10**9
+THREADS_MAX = 1024
 
 
 @dataclass
@@ -25,6 +29,7 @@ class TrainConfig:
     noise: str | None = None
     sign_wire: str = "auto"
     parallel: str = "ddp"
+    replicas: int | None = None
     randomness: str = "shared"
     on_nonfinite: str = "raise"
     simulate_agents: int | None = None
@@ -53,29 +58,62 @@ class TrainConfig:
             raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)}; got {self.model!r}")
         if self.data.split(":")[0] not in DATASET_NAMES:
             raise ValueError(f"data must be one of {', '.join(DATASET_NAMES)}; got {self.data!r}")
-        check_float("lr", self.lr, low=0, low_open=True)
-        check_int("batch", self.batch, minimum=1)
-        check_int("steps", self.steps, minimum=1)
-        check_int("seed", self.seed, minimum=0)
+        check_float("lr", self.lr, low=0, high=1e6, low_open=True)
+        check_int("batch", self.batch, minimum=1, maximum=10**7)
+        check_int("steps", self.steps, minimum=1, maximum=STEPS_MAX)
+        check_int("seed", self.seed, minimum=0, maximum=SEED_MAX)
         check_choice("sign_wire", self.sign_wire, SIGN_WIRES)
         check_choice("parallel", self.parallel, PARALLEL)
         check_choice("randomness", self.randomness, ("shared", "independent"))
         check_choice("on_nonfinite", self.on_nonfinite, ("raise", "skip"))
         if self.simulate_agents is not None:
-            check_int("simulate_agents", self.simulate_agents, minimum=1)
+            check_int("simulate_agents", self.simulate_agents, minimum=1, maximum=4096)
         check_int("checkpoint_every", self.checkpoint_every, minimum=0)
-        check_float("timeout", self.timeout, low=0, low_open=True)
-        check_float("bucket_cap_mb", self.bucket_cap_mb, low=0, low_open=True)
+        check_float("timeout", self.timeout, low=0, high=7 * 86400, low_open=True)
+        check_float("bucket_cap_mb", self.bucket_cap_mb, low=0, high=1e5, low_open=True)
         check_int("log_every", self.log_every, minimum=1)
         check_int("eval_every", self.eval_every, minimum=0)
         if self.threads is not None:
-            check_int("threads", self.threads, minimum=1)
+            check_int("threads", self.threads, minimum=1, maximum=THREADS_MAX)
+        self._check_combinations()
         check_device(self.device)
         check_out_dir(self.out, "out")
         return self
 
+    def _check_combinations(self) -> None:
+        """Flags that contradict each other, refused before any process group forms."""
+        from .. import methods
+
+        name = methods.make(self.method).name
+        if self.sign_wire != "auto" and name != "dsignsgd":
+            raise ValueError(f"sign_wire {self.sign_wire!r} is DSignSGD's wire; method "
+                             f"{self.method} has no sign wire (leave --sign-wire at auto)")
+        if self.parallel == "fsdp" and self.sign_wire not in ("auto", "scatter"):
+            raise ValueError(f"sign_wire must be auto or scatter with --parallel fsdp (FSDP2's "
+                             f"reduce-scatter keeps a shard, no all-gather), got "
+                             f"{self.sign_wire!r}")
+        if self.simulate_agents is not None and self.parallel != "ddp":
+            raise ValueError(f"parallel {self.parallel!r} cannot be combined with "
+                             f"--simulate-agents (simulated agents hold whole models); drop "
+                             f"one of them")
+        if self.parallel == "hsdp":
+            if self.replicas is None:
+                raise ValueError("replicas is needed with --parallel hsdp: R nodes of S ranks "
+                                 "each, R·S = the world size (e.g. --replicas 2)")
+            check_int("replicas", self.replicas, minimum=2)
+            world = os.environ.get("WORLD_SIZE")
+            if world is not None and int(world) % self.replicas:
+                raise ValueError(f"replicas must divide the world size {world} (R·S ranks), "
+                                 f"got {self.replicas}")
+            if world is None:
+                raise ValueError("parallel 'hsdp' needs several ranks: launch with torchrun "
+                                 "--nproc-per-node R·S (and --replicas R)")
+        elif self.replicas is not None:
+            raise ValueError(f"replicas is only for --parallel hsdp, got --replicas "
+                             f"{self.replicas} with --parallel {self.parallel}")
+
     def run_key(self) -> dict:
         """What must match for ``--resume`` to continue this run."""
         keys = ("model", "data", "method", "lr", "batch", "seed", "noise", "sign_wire",
-                "randomness", "simulate_agents", "bucket_cap_mb", "parallel")
+                "randomness", "simulate_agents", "bucket_cap_mb", "parallel", "replicas")
         return {k: getattr(self, k) for k in keys}

@@ -335,15 +335,16 @@ def register_fsdp(model: FSDPModule, method: Method | str | FSDPState, seed: int
     return state
 
 
-def shard_blocks(model: nn.Module) -> nn.Module:
+def shard_blocks(model: nn.Module, mesh: Any = None) -> nn.Module:
     """``fully_shard`` every top-level block of ``model`` that has parameters, then the root
-    (the trainer's ``--parallel fsdp``); returns ``model``."""
+    (the trainer's ``--parallel fsdp``; with an (R, S) ``mesh``, ``--parallel hsdp``); returns
+    ``model``."""
     from torch.distributed.fsdp import fully_shard
 
     for child in model.children():
         if any(p.requires_grad for p in child.parameters()):
-            fully_shard(child)
-    fully_shard(model)
+            fully_shard(child, mesh=mesh)
+    fully_shard(model, mesh=mesh)
     return model
 
 

@@ -31,7 +31,9 @@ from ..progress import progress_bar
 from . import fsdp
 from .agents import AgentSimulator, ddp_layout
 from .config import TrainConfig
-from .hooks import HookState, prime_buckets, register
+from .hooks import HookState, prime_buckets
+from .hsdp import HSDPState
+from .register import register
 from .report import plot_history
 
 CHECKPOINT = "checkpoint.pt"
@@ -211,7 +213,11 @@ def run(config: TrainConfig) -> dict[str, Any]:
     if config.simulate_agents is not None:
         _threads(config, 1)
         return _run_simulated(config, data, device)
-    return _run_distributed(config, data, device)
+    try:
+        return _run_distributed(config, data, device)
+    finally:                    # a refused resume or a failed step leaves no group behind
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _run_distributed(config: TrainConfig, data: Dataset, device: torch.device) -> dict:
@@ -221,9 +227,9 @@ def _run_distributed(config: TrainConfig, data: Dataset, device: torch.device) -
         print(note, file=sys.stderr, flush=True)
     model = make_model(config.model, data.image_shape, data.classes, seed=config.seed,
                        device=device)
-    sharded = config.parallel == "fsdp"
-    if sharded:
-        ddp = fsdp.shard_blocks(model)          # the sharded model plays DDP's part below
+    sharded = config.parallel in ("fsdp", "hsdp")
+    if sharded:                                 # the sharded model plays DDP's part below
+        ddp = fsdp.shard_blocks(model, _hsdp_mesh(config, world, device))
     else:
         ddp = nn.parallel.DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None,
@@ -238,7 +244,7 @@ def _run_distributed(config: TrainConfig, data: Dataset, device: torch.device) -
             else:
                 model.load_state_dict(ckpt["model"])
                 opt.load_state_dict(ckpt["optimizer"])
-            kind = fsdp.FSDPState if sharded else HookState
+            kind = {"ddp": HookState, "fsdp": fsdp.FSDPState, "hsdp": HSDPState}[config.parallel]
             saved = kind.__new__(kind)
             saved.__setstate__(ckpt["hook"])
             state = register(ddp, saved)
@@ -301,6 +307,18 @@ def _run_distributed(config: TrainConfig, data: Dataset, device: torch.device) -
     dist.barrier()
     dist.destroy_process_group()
     return summary
+
+
+def _hsdp_mesh(config: TrainConfig, world: int, device: torch.device) -> Any:
+    """The (R, S) device mesh of ``--parallel hsdp`` (None otherwise)."""
+    if config.parallel != "hsdp":
+        return None
+    from torch.distributed.device_mesh import init_device_mesh
+
+    if world % config.replicas:
+        raise ValueError(f"replicas must divide the world size {world}, got {config.replicas}")
+    return init_device_mesh(device.type, (config.replicas, world // config.replicas),
+                            mesh_dim_names=("replicate", "shard"))
 
 
 def _progress(config: TrainConfig, rank: int) -> bool:

@@ -5,7 +5,9 @@ Launch with ``torchrun --nproc-per-node N -m compsde.distributed.train --model m
 dsignsgd ...``: each rank trains on its shard of an offline data set (:mod:`compsde.nn.data`),
 DDP + our hook (:func:`compsde.distributed.register`) averages the messages, plain SGD steps;
 with ``--parallel fsdp`` every block is sharded with FSDP2's ``fully_shard`` and our
-reduce-scatter leaves each rank its shard of the mean message (:mod:`.fsdp`).
+reduce-scatter leaves each rank its shard of the mean message (:mod:`.fsdp`); with ``--parallel
+hsdp --replicas R`` the blocks are sharded within R nodes of S ranks and the method runs on the
+all-reduce across the nodes only (:mod:`.hsdp`).
 Without torchrun it runs as one rank (with a note), or ``--simulate-agents N`` runs N agents in
 one process with the same algorithm and no collectives (:class:`AgentSimulator`).
 
@@ -82,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "reduce-scatter, or auto (fewest bytes for the world size)")
     p.add_argument("--parallel", default=d.parallel, choices=list(PARALLEL),
                    help="ddp: replicate the model, our DDP hook; fsdp: fully_shard every "
-                        "block, our reduce-scatter")
+                        "block, our reduce-scatter; hsdp: shard within R nodes of S ranks, "
+                        "the method on the all-reduce across nodes (needs --replicas R)")
+    p.add_argument("--replicas", type=int, default=None, metavar="R",
+                   help="with --parallel hsdp: R nodes (replica groups) of S = world/R ranks; "
+                        "an agent of the theory is a node (N = R, batch S·B)")
     p.add_argument("--randomness", default=d.randomness, choices=["shared", "independent"],
                    help="Rand-k/Bernoulli coordinates shared by all ranks or per rank")
     p.add_argument("--on-nonfinite", default=d.on_nonfinite, choices=["raise", "skip"],
