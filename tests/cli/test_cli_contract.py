@@ -567,3 +567,26 @@ def test_scale_shows_the_convention_as_it_is_typed(capsys):
     assert main(["scale", "--help"]) == 0
     text = capsys.readouterr().out
     assert "[T|K]" in text and "[t|k]" not in text and "[default: T]" in text
+
+
+# -- pictures: legends and notes never cover the curves ---------------------------------------
+
+def _covers_axes(box, ax) -> bool:
+    fig = ax.figure
+    fig.canvas.draw()
+    return box.get_window_extent().overlaps(ax.get_window_extent())
+
+
+def test_demo_legends_and_notes_sit_below_the_panels(tmp_path, monkeypatch):
+    seen = []
+
+    def keep(fig, path, dpi=120):
+        seen.append(fig)
+        Path(path).write_bytes(b"")
+        return Path(path)
+    monkeypatch.setattr("compsde.cli.demo_cmd.save_figure", keep)
+    main(["demo", "--runs", "4", "--steps", "30", "--out", str(tmp_path)])
+    (fig,) = seen
+    for ax in fig.axes:
+        assert ax.get_legend() is not None and not _covers_axes(ax.get_legend(), ax)
+        assert ax.texts and not any(_covers_axes(t, ax) for t in ax.texts)
