@@ -16,7 +16,8 @@ def test_fig1_reduced_run_passes_all_panels(tmp_path, monkeypatch):
     monkeypatch.setitem(fig1.CONFIGS, "quick", fig1.CONFIGS["test"])
     outcome = load_all()["fig1"].run(tmp_path, preset="quick", seed=0)
     report = json.loads((tmp_path / "fig1.json").read_text())
-    assert set(report["panels"]) == {"A", "B", "C", "D"}
+    assert set(report["panels"]) == {"A", "B", "C", "D", "E"}
+    assert len(report["panels"]["E"]["checks"]) == 2      # the mean and the spread
     failing = {k: v["detail"] for k, v in report["panels"].items() if v["verdict"] != "pass"}
     assert not failing, failing
     assert outcome.verdict == "pass" and report["verdict"] == "pass"

@@ -168,3 +168,56 @@ def solver_level_without_one_plus_omega(monkeypatch: Any) -> None:
         return level
 
     mutate(monkeypatch, solver, "level", wrong)
+
+
+def sign_diffusion_without_m2(monkeypatch: Any) -> None:
+    """DSignSGD's diffusion forgets its −m² term: S = I instead of Diag(1 − mean_i m_i²)."""
+    from compsde.sde.diffusion import DiagonalCov
+    from compsde.sde.moments import DSignSGDMoments
+
+    def wrong(original: Any) -> Any:
+        def evaluate(self: DSignSGDMoments, x: torch.Tensor) -> Any:
+            drift, _ = original(self, x)
+            return drift, DiagonalCov(torch.ones_like(drift))
+
+        return evaluate
+
+    mutate(monkeypatch, DSignSGDMoments, "evaluate", wrong)
+
+
+def dcsgd_sde_without_gradient_part(monkeypatch: Any) -> None:
+    """DCSGD's SDE keeps only the noise part (1+ω)σ²/N of its covariance: no ω(∂f)² term."""
+    from compsde.sde.diffusion import DiagonalCov
+    from compsde.sde.moments import DCSGDMoments
+
+    def wrong(original: Any) -> Any:
+        def evaluate(self: DCSGDMoments, x: torch.Tensor) -> Any:
+            sigma2 = self._sigma2(x)
+            factor = (1.0 + self.alpha + self.c).to(x.dtype).to(x.device)
+            diag = (sigma2 * factor[:, None]).mean(0).expand_as(x).clone()
+            return -self.problem.landscape.grad(x), DiagonalCov(diag)
+
+        return evaluate
+
+    mutate(monkeypatch, DCSGDMoments, "evaluate", wrong)
+
+
+def randk_agents_share_one_subset(monkeypatch: Any) -> None:
+    """Rand-k draws one coordinate subset per run that every agent uses (no independence)."""
+
+    def wrong(original: Any) -> Any:
+        def compress(self: RandK, x: torch.Tensor, gen: Any) -> torch.Tensor:
+            if x.dim() < 2:
+                return original(self, x, gen)
+            d, agents = x.shape[-1], x.shape[-2]
+            outer = x.numel() // (d * agents)
+            index = self.indices(d, gen, rows=outer, device=x.device)      # (outer, k)
+            index = index.unsqueeze(1).expand(outer, agents, index.shape[-1])
+            flat = x.reshape(outer, agents, d)
+            out = torch.zeros_like(flat)
+            out.scatter_(2, index, flat.gather(2, index) * self.scale(d))
+            return out.view(x.shape)
+
+        return compress
+
+    mutate(monkeypatch, RandK, "_compress", wrong)

@@ -13,6 +13,7 @@ from ..io import save_figure, versions, write_json
 from ..limits import check_duration, least_seconds
 from ..noise import BATCH_NOISE
 from ..validate import Z_DEFAULT, lr_sweep, validate
+from ..verdicts import summary
 from .common import (
     default_record_every,
     executor_option,
@@ -89,21 +90,26 @@ def validate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
                      dt=lr / (substeps or 1), stability=stability, moments=moments,
                      batch_noise=batch_noise,
                      record_every=default_record_every(steps, record_every), **common)
-    payload = check.to_dict()
-    s = check.stats
-    click.echo(f"{method} on {landscape}, noise {noise}, lr={lr}, {runs} runs each: "
-               f"final mean loss algorithm {check.algorithm.loss_mean[-1]:.4g} ± "
-               f"{1.96 * check.algorithm.loss_se[-1]:.2g}, SDE {check.sde.loss_mean[-1]:.4g} ± "
-               f"{1.96 * check.sde.loss_se[-1]:.2g} (95 % CI)")
-    click.echo(f"largest gap {s['max_z']:.2f} standard errors at step {s['max_z_step']} "
-               f"(tolerance {z:g}); largest relative gap {s['max_relative_gap']:.2%}; "
-               f"verdict: {check.verdict}")
     result_sweep = None
     if lrs is not None:
         result_sweep = lr_sweep(method, landscape, noise, lrs=lrs,
                                 horizon=horizon if horizon is not None else steps * lr,
                                 runs=runs, substeps=substeps or 8, stability=stability,
                                 moments=moments, batch_noise=batch_noise, **common)
+        check.first_order, check.first_order_source = result_sweep.first_order_budget(lr)
+    payload = check.to_dict()
+    s = check.stats
+    click.echo(f"{method} on {landscape}, noise {noise}, lr={lr}, {runs} runs each: "
+               f"final mean loss algorithm {check.algorithm.loss_mean[-1]:.4g} ± "
+               f"{1.96 * check.algorithm.loss_se[-1]:.2g}, SDE {check.sde.loss_mean[-1]:.4g} ± "
+               f"{1.96 * check.sde.loss_se[-1]:.2g} (95 % CI)")
+    click.echo(f"largest gap {s['max_z']:.2f} standard errors at step {s['max_z_step']}; "
+               f"largest relative gap {s['max_relative_gap']:.2%}; first-order budget "
+               f"{check.first_order:.3g} ({check.first_order_source})")
+    for entry in check.judgement["checks"]:
+        click.echo(f"  {summary(entry)}")
+    click.echo(f"verdict: {check.verdict}")
+    if result_sweep is not None:
         payload["lr_sweep"] = result_sweep.to_dict()
         for row, ok in zip(result_sweep.details, result_sweep.resolved, strict=True):
             click.echo(f"  lr={row['lr']:<10g} weak error {row['weak_error']:.3g} ± "
@@ -138,8 +144,8 @@ def _check_time(steps: int, paths: int, substeps: int | None, lr: float,
 
 
 def _plot(check, sweep, path: Path) -> Path:  # type: ignore[no-untyped-def]
-    panels = 2 if sweep is not None else 1
-    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.5), squeeze=False)
+    panels = 4 if sweep is not None else 3
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.5), squeeze=False)
     ax = axes[0, 0]
     for name, res, color in (("algorithm", check.algorithm, "black"),
                              ("SDE", check.sde, "tab:red")):
@@ -149,14 +155,48 @@ def _plot(check, sweep, path: Path) -> Path:  # type: ignore[no-untyped-def]
     cfg = check.algorithm.config
     ax.set_title(f"{cfg['method']} vs its SDE on {cfg['landscape']}, noise {cfg['noise']}\n"
                  f"lr={cfg['lr']:g}, N={cfg['agents']}, {check.algorithm.runs} runs — verdict "
-                 f"{check.verdict.upper()} (largest gap {check.stats['max_z']:.1f} SE, "
-                 f"tolerance {check.stats['z']:g} SE)", fontsize=9)
+                 f"{check.verdict.upper()}", fontsize=9)
     ax.set_xlabel("time t = k·lr")
     ax.set_ylabel("mean loss, 95 % confidence band")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    ax = axes[0, 1]
+    t = check.algorithm.time
+    z = check.stats["z"]
+    ax.plot(t[1:], check.stats["gap"][1:], color="black", label="|mean algorithm − mean SDE|")
+    ax.plot(t[1:], check.tolerance_curve[1:], color="tab:red",
+            label=f"tolerance {z:g}·se + first-order budget")
+    if check.first_order:
+        ax.axhline(check.first_order, color="tab:blue", ls=":",
+                   label=f"first-order budget C·η = {check.first_order:.3g}")
+    ax.set_xlabel("time t = k·lr")
+    ax.set_ylabel("gap of the mean loss")
+    ax.set_title(f"mean gap and its tolerance — {check.judgement['checks'][0]['verdict']}",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax = axes[0, 2]
+    spread = check.spread
+    if spread is not None:
+        ax.plot(t, spread["spread_algorithm"], color="black", label="algorithm")
+        ax.plot(t, spread["spread_other"], color="tab:red", label="SDE")
+        judged = spread["judged"]
+        if judged.any():
+            ax.plot(t[judged], spread["spread_algorithm"][judged], ".", color="black", ms=3,
+                    label=f"judged records ({int(judged.sum())})")
+        verdict = check.judgement["checks"][-1]["verdict"] if spread["judged_records"] \
+            else "not judged"
+        ax.set_title(f"across-run spread of the loss (std) — {verdict}\nagree within a factor "
+                     f"1 + {spread['budget'].relative:g} + {spread['k']:g} se where resolved",
+                     fontsize=9)
+        ax.set_yscale("symlog", linthresh=max(1e-12, float(np.nanmax(
+            spread["spread_algorithm"])) * 1e-4))
+    ax.set_xlabel("time t = k·lr")
+    ax.set_ylabel("std of the loss across runs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     if sweep is not None:
-        ax = axes[0, 1]
+        ax = axes[0, 3]
         ok = sweep.resolved
         ax.errorbar(sweep.lrs[ok], sweep.errors[ok], yerr=2 * sweep.se[ok], fmt="o",
                     color="black", label="|E f(algorithm) − E f(SDE)| ± 2 se (fitted)")
