@@ -17,17 +17,19 @@ import shutil
 import subprocess
 from pathlib import Path
 
-HUB = f"csde{os.getpid()}h"
+# the driver's pid names its namespaces; its ranks inherit it to find them (uplink counters)
+LINKS_ID = int(os.environ.setdefault("COMPSDE_LINKS_ID", str(os.getpid())))
+HUB = f"csde{LINKS_ID}h"
 QUOTA_PERIOD_US = 4000      # short CFS periods (a throttled rank waits less than one for its
                             # share), long enough for the kernel's 1 ms minimum quota
 
 
 def namespace(rank: int) -> str:
-    return f"csde{os.getpid()}r{rank}"
+    return f"csde{LINKS_ID}r{rank}"
 
 
 def veth(rank: int, side: str) -> str:
-    return f"cv{os.getpid() % 100000}{side}{rank}"
+    return f"cv{LINKS_ID % 100000}{side}{rank}"
 
 
 def address(rank: int) -> str:
@@ -89,7 +91,7 @@ def _cpu_root() -> tuple[Path, str] | None:
 
 
 def quota_group(rank: int) -> str:
-    return f"csde{os.getpid()}q{rank}"
+    return f"csde{LINKS_ID}q{rank}"
 
 
 def setup_quotas(world: int, cores: float) -> str | None:
@@ -133,3 +135,68 @@ def teardown_quotas(world: int) -> None:
                 group.rmdir()
             except OSError:
                 pass
+
+
+# -- two-level network (nodes of S ranks, HSDP) ----------------------------------------------
+def uplink(node: int, side: str) -> str:
+    """The veth pair joining node ``node``'s bridge to the core bridge (``n``: node side)."""
+    return f"cu{LINKS_ID % 100000}{side}{node}"
+
+
+def setup_two_level(nodes: int, per_node: int, inter_bits: float, intra_bits: float | None,
+                    queue_ms: float = 100.0) -> str | None:
+    """``nodes`` nodes of ``per_node`` ranks: each rank's namespace joins its node's bridge by
+    a veth (``intra_bits`` bit/s, None: unthrottled), each node bridge joins a core bridge by
+    an uplink limited to ``inter_bits`` bit/s in both directions (all bridges in the hub
+    namespace). Rank ``r`` is on node ``r // per_node``, as the rows of an (R, S) mesh.
+    None, or why not."""
+    if shutil.which("ip") is None or shutil.which("tc") is None:
+        return "ip or tc (iproute2) not installed"
+
+    def tbf(where: str, dev: str, bits: float) -> None:
+        _sh("tc", "-n", where, "qdisc", "add", "dev", dev, "root", "tbf", "rate",
+            f"{int(bits)}bit", "burst", "512kb", "latency", f"{queue_ms:g}ms")
+
+    try:
+        _sh("ip", "netns", "add", HUB)
+        for bridge in ["core", *(f"n{node}" for node in range(nodes))]:
+            _sh("ip", "-n", HUB, "link", "add", bridge, "type", "bridge")
+            _sh("ip", "-n", HUB, "link", "set", bridge, "up")
+        for node in range(nodes):
+            near, far = uplink(node, "n"), uplink(node, "c")
+            _sh("ip", "-n", HUB, "link", "add", near, "type", "veth", "peer", "name", far)
+            _sh("ip", "-n", HUB, "link", "set", near, "master", f"n{node}")
+            _sh("ip", "-n", HUB, "link", "set", far, "master", "core")
+            for dev in (near, far):
+                _sh("ip", "-n", HUB, "link", "set", dev, "up")
+                tbf(HUB, dev, inter_bits)
+        for rank in range(nodes * per_node):
+            ns, inner, outer = namespace(rank), veth(rank, "a"), veth(rank, "b")
+            _sh("ip", "netns", "add", ns)
+            _sh("ip", "link", "add", inner, "type", "veth", "peer", "name", outer)
+            _sh("ip", "link", "set", inner, "netns", ns)
+            _sh("ip", "link", "set", outer, "netns", HUB)
+            _sh("ip", "-n", HUB, "link", "set", outer, "master", f"n{rank // per_node}")
+            _sh("ip", "-n", HUB, "link", "set", outer, "up")
+            _sh("ip", "-n", ns, "addr", "add", address(rank), "dev", inner)
+            _sh("ip", "-n", ns, "link", "set", inner, "up")
+            _sh("ip", "-n", ns, "link", "set", "lo", "up")
+            if intra_bits is not None:
+                for where, dev in ((ns, inner), (HUB, outer)):
+                    tbf(where, dev, intra_bits)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        teardown_link(nodes * per_node)
+        detail = getattr(exc, "stderr", "") or str(exc)
+        return f"could not create network namespaces ({detail.strip()})"
+    return None
+
+
+def uplink_tx_bytes(nodes: int) -> list[int]:
+    """Bytes each node has sent over its uplink so far (the node side's tx counter)."""
+    out = []
+    for node in range(nodes):
+        text = subprocess.run(["ip", "netns", "exec", HUB, "cat",
+                               f"/sys/class/net/{uplink(node, 'n')}/statistics/tx_bytes"],
+                              check=True, capture_output=True, text=True).stdout
+        out.append(int(text.strip()))
+    return out
