@@ -272,3 +272,40 @@ def test_cli_fashion_mnist_under_two_minutes(tmp_path):
     assert time.perf_counter() - started < 120
     assert "recommendation:" in done.stdout
     assert (tmp_path / "result.json").is_file() and (tmp_path / "advise.png").is_file()
+
+
+def _drawn(advice, monkeypatch):
+    """The figure ``plot`` draws (not saved)."""
+    from compsde.advise import report
+
+    seen = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: seen.append(fig) or path)
+    monkeypatch.setattr(report.plt, "close", lambda fig: None)
+    report.plot(advice, "unused.png")
+    return seen[0]
+
+
+@pytest.mark.parametrize("bandwidth", [None, 1e6])
+def test_plot_draws_no_bars_on_log_axes(bandwidth, generator, monkeypatch):
+    from matplotlib.patches import Rectangle
+
+    _, m = measure_quadratic("gaussian:scale=1", generator, d=50,
+                             compressors=("randk:ratio=0.02", "randk:ratio=0.5"))
+    a = advise(m, lr=LR, agents=AGENTS, bandwidth=bandwidth, compute_seconds=1e-3)
+    fig = _drawn(a, monkeypatch)
+    logs = [ax for ax in fig.axes if ax.get_yscale() == "log" and ax.get_xscale() == "linear"]
+    assert logs                                   # the loss panel spans decades here
+    for ax in logs:
+        assert not [p for p in ax.patches if isinstance(p, Rectangle)], ax.get_title()
+
+
+def test_plot_does_not_promise_batches_to_methods_without_finite_variance(generator,
+                                                                          monkeypatch):
+    _, m = measure_quadratic("student-t:nu=1.5,scale=1", generator, d=50, samples=512)
+    a = advise(m, lr=LR, agents=AGENTS)
+    assert not a.by_spec("dsgd").finite and a.recommendation["spec"] == "dsignsgd"
+    fig = _drawn(a, monkeypatch)
+    legends = [t.get_text() for ax in fig.axes if ax.get_legend()
+               for t in ax.get_legend().get_texts()]
+    reference = next(t for t in legends if t.startswith("reference loss"))
+    assert "bring the others down" not in reference and "infinite variance" in reference
