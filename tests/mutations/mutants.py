@@ -221,3 +221,16 @@ def randk_agents_share_one_subset(monkeypatch: Any) -> None:
         return compress
 
     mutate(monkeypatch, RandK, "_compress", wrong)
+
+
+def drawn_bound_doubled(monkeypatch: Any) -> None:
+    """DSignSGD's drawn bound curve twice too loose, its closed-form level3 unchanged."""
+
+    def wrong(original: Any) -> Any:
+        def bound(model: QuadraticModel, steps: Any) -> PhaseBound:
+            b = original(model, steps)
+            return dataclasses.replace(b, bound=2 * b.bound)
+
+        return bound
+
+    mutate(monkeypatch, bounds, "dsignsgd_phase_bound", wrong)

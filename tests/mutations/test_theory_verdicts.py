@@ -41,6 +41,12 @@ def test_tripled_phase_bound_fails_fig3_left(monkeypatch, caught, tmp_path):
     caught(fig3_panels(tmp_path)[LEFT]["verdict"])
 
 
+def test_doubled_drawn_bound_fails_fig3_left(monkeypatch, caught, tmp_path):
+    """The curve the picture draws is what is judged, not the separate closed-form level."""
+    mutants.drawn_bound_doubled(monkeypatch)
+    caught(fig3_panels(tmp_path)[LEFT]["verdict"])
+
+
 def test_doubled_phase3_prediction_fails_fig3_right(monkeypatch, caught, tmp_path):
     mutants.phase3_prediction_doubled(monkeypatch)
     caught(fig3_panels(tmp_path)[RIGHT]["verdict"])
