@@ -28,3 +28,16 @@ def test_fig5_quick_cli(tmp_path):
     assert main(["reproduce", "fig5", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
     data = json.loads((tmp_path / "fig5.json").read_text())
     assert data["verdict"] == "pass" and data["seconds"] < 180
+
+
+def test_fig5_legends_sit_beside_the_panels(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(fig5, "save_figure", lambda fig, path: seen.append(fig) or path)
+    monkeypatch.setattr(fig5.plt, "close", lambda fig: None)
+    fig5.run(out=tmp_path, sizes={"runs": 8, "steps": 50})
+    (fig,) = seen
+    fig.canvas.draw()
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        assert legend is not None
+        assert not legend.get_window_extent().overlaps(ax.get_window_extent()), ax.get_title()

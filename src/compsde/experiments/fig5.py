@@ -233,11 +233,16 @@ def _draw(ax: plt.Axes, sims: dict[Any, dict[str, Any]], label: Any, title: str,
     ax.set_title(title, fontsize=10)
     ax.axhline(2.0, color="gray", linestyle=":", linewidth=1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
+
+
+def _legend_outside(ax: plt.Axes) -> None:
+    """The legend right of the panel: inside it would sit on the curves."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 
 
 def _plot(parts: dict[str, dict[str, Any]], path: Path) -> Path:
-    fig, axes = plt.subplots(2, 2, figsize=(14, 10))
+    fig, axes = plt.subplots(2, 2, figsize=(18, 10))
     nu_label = {None: "Gaussian"}
 
     def verdict(key: str) -> str:
@@ -256,7 +261,7 @@ def _plot(parts: dict[str, dict[str, Any]], path: Path) -> Path:
     ax.set_title("(b) DCSGD under Cauchy noise (ν=1) of growing scale:\nruns whose loss has "
                  "passed 100·f(x0)" + verdict("b"), fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     _draw(axes[1, 0], parts["c"]["sims"], lambda nu: nu_label.get(nu) or f"ν = {nu:g}",
           "(c) DSignSGD under Student-t noise, scale 1\n(fatter → higher plateau)" + verdict("c"),
           dict(zip(NUS_SIGN, (r["theory_exact_discrete"] for r in parts["c"]["panel"]["rows"]),
