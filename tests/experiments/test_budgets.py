@@ -3,7 +3,7 @@ alone (exact discrete recursion vs first-order formula, THEORY.md §4) at the se
 
 from __future__ import annotations
 
-from compsde.experiments import demo, fig3
+from compsde.experiments import demo, fig3, fig5
 from compsde.theory import QuadraticModel, stationary_loss
 
 
@@ -28,3 +28,10 @@ def test_phase3_budget_covers_the_exact_discrete_level_at_every_agent_count():
 
 def test_fig3_stationary_ratio_is_tangent_over_chord():
     assert 1.3 < fig3.STATIONARY_RATIO < 1.4
+
+
+def test_fig5_phase3_budget_covers_the_exact_discrete_level_at_every_nu():
+    for nu in fig5.NUS_SIGN:
+        model = fig5._model("dsignsgd", fig5._noise(nu))
+        exact, first_order = stationary_loss(model, "discrete"), stationary_loss(model, "sde")
+        assert abs(exact / first_order - 1) <= fig5.PHASE3_BUDGET.relative / 2, nu

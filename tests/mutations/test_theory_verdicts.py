@@ -63,6 +63,12 @@ def test_doubled_omega_fails_fig5_settling(monkeypatch, caught, tmp_path):
     caught(fig5_panels(tmp_path)[A]["verdict"])
 
 
+def test_gaussian_ell_fails_fig5_sign_plateaus(monkeypatch, caught, tmp_path):
+    """ℓ_ν at its Gaussian value: the Phase-3 prediction misses the heavy-tailed plateaus."""
+    mutants.ell_always_gaussian(monkeypatch)
+    caught(fig5_panels(tmp_path)[C]["verdict"])
+
+
 @pytest.fixture(scope="module")
 def gaussian_fig5(tmp_path_factory):
     with pytest.MonkeyPatch.context() as monkeypatch:
