@@ -99,8 +99,13 @@ def refused() -> dict[str, str]:
     found = {}
     twice = sharded("plain")
     register(twice, "dsignsgd")
+    ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")        # the world-size-1 note
+        register(ddp, "dsignsgd")
     attempts = {
         "twice": lambda: register(twice, "dsignsgd"),
+        "ddp-twice": lambda: register(ddp, "dcsgd:randk:ratio=0.5"),
         "param-dtype": lambda: register(
             sharded("plain", MixedPrecisionPolicy(param_dtype=torch.bfloat16)),
             "dcsgd:qsgd:levels=4"),

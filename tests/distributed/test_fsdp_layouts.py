@@ -140,6 +140,7 @@ def test_refusals_are_clear(launched):
     world, ranks = launched
     refused = ranks[0]["refused"]
     assert refused["twice"].startswith("model: compsde is already registered")
+    assert refused["ddp-twice"].startswith("ddp_model: compsde is already registered")
     assert refused["param-dtype"].startswith("param_dtype")
     assert "torch.bfloat16 is not supported by dcsgd:qsgd" in refused["param-dtype"]
     if world > 1:
