@@ -590,3 +590,19 @@ def test_demo_legends_and_notes_sit_below_the_panels(tmp_path, monkeypatch):
     for ax in fig.axes:
         assert ax.get_legend() is not None and not _covers_axes(ax.get_legend(), ax)
         assert ax.texts and not any(_covers_axes(t, ax) for t in ax.texts)
+
+
+def test_validate_sweep_panel_says_inconclusive_where_no_slope_can_be_fitted():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from compsde.cli.validate_cmd import _sweep_title
+
+    def sweep(resolved, verdict):
+        return SimpleNamespace(resolved=np.array(resolved), lrs=np.array([0.04, 0.02, 0.01]),
+                               judgement={"verdict": verdict})
+    title = _sweep_title(sweep([False, True, False], "fail"))
+    assert "INCONCLUSIVE" in title and "1 of 3" in title and "FAIL" not in title
+    assert _sweep_title(sweep([True, True, False], "fail")).endswith("verdict FAIL")
+    assert _sweep_title(sweep([True, True, True], "pass")).endswith("verdict PASS")

@@ -128,6 +128,16 @@ def validate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
         raise click.exceptions.Exit(1)
 
 
+def _sweep_title(sweep) -> str:  # type: ignore[no-untyped-def]
+    """The sweep panel's verdict: with fewer than two resolved points there is no slope to
+    judge, so the panel says inconclusive (and how to resolve it), not FAIL."""
+    resolved, total = int(sweep.resolved.sum()), len(sweep.lrs)
+    if resolved < 2:
+        return (f"weak error against lr — INCONCLUSIVE\n{resolved} of {total} learning rates "
+                f"resolved (> 2 se); a slope needs 2: more --runs")
+    return f"weak error against lr — verdict {sweep.judgement['verdict'].upper()}"
+
+
 def _check_time(steps: int, paths: int, substeps: int | None, lr: float,
                 lrs: list[float] | None, horizon: float | None, allow: bool) -> None:
     """Refuse, before any work, a comparison or sweep that would take more than a day."""
@@ -198,12 +208,13 @@ def _plot(check, sweep, path: Path) -> Path:  # type: ignore[no-untyped-def]
     if sweep is not None:
         ax = axes[0, 3]
         ok = sweep.resolved
-        ax.errorbar(sweep.lrs[ok], sweep.errors[ok], yerr=2 * sweep.se[ok], fmt="o",
-                    color="black", label="|E f(algorithm) − E f(SDE)| ± 2 se (fitted)")
-        if (~ok).any():
-            ax.errorbar(sweep.lrs[~ok], np.maximum(sweep.errors[~ok], 1e-300),
-                        yerr=2 * sweep.se[~ok], fmt="o", mfc="white", color="gray",
-                        label="below 2 se: Monte-Carlo noise (not fitted)")
+        if ok.any():
+            ax.errorbar(sweep.lrs[ok], sweep.errors[ok], yerr=2 * sweep.se[ok], fmt="o",
+                        color="black", label="|E f(algorithm) − E f(SDE)| ± 2 se (fitted)")
+        if (~ok).any():  # error − 2 se < 0 has no place on a log axis: the upper bound only
+            ax.plot(sweep.lrs[~ok], sweep.errors[~ok] + 2 * sweep.se[~ok], "v", mfc="white",
+                    color="gray", label="below 2 se: Monte-Carlo noise, drawn at its upper "
+                                        "bound error + 2 se (not fitted)")
         if np.isfinite(sweep.slope):
             fit = np.exp(sweep.intercept) * sweep.lrs ** sweep.slope
             ax.plot(sweep.lrs, fit, "--", color="tab:red",
@@ -216,10 +227,9 @@ def _plot(check, sweep, path: Path) -> Path:  # type: ignore[no-untyped-def]
         ax.set_yscale("log")
         ax.set_xlabel("learning rate lr")
         ax.set_ylabel(f"weak error at T = {sweep.horizon:g}")
-        ax.set_title(f"weak error against lr — verdict {sweep.judgement['verdict'].upper()}",
-                     fontsize=10)
+        ax.set_title(_sweep_title(sweep), fontsize=10)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
     try:
         return save_figure(fig, path)
     finally:
