@@ -13,8 +13,9 @@ Four panels on ``½‖x‖²`` (d = 4, N = 4, η = 0.01, x0 = 1, f(x0) = 2):
     is non-decreasing in the scale and ≥ ½ at the largest. Pass: "diverges more".
 (c) DSignSGD under ν ∈ {1, 2, 4, ∞}: no run diverges, every plateau is below f(x0)/10, each
     matches the exact discrete stationary loss within 4·se and the Phase-3 prediction
-    ``η d σ/(4ℓ_ν N)`` within 4·se + :data:`PHASE3_BUDGET` (so ℓ_ν itself is judged), and the plateau of ν = 1 is
-    above the Gaussian one by more than 4 combined se (fatter → higher, level ∝ 1/ℓ_ν).
+    ``η d σ/(4ℓ_ν N)`` within 4·se + :data:`PHASE3_BUDGET` (so ℓ_ν itself is judged), and the
+    plateau of ν = 1 is above the Gaussian one by more than 4 combined se (fatter → higher,
+    level ∝ 1/ℓ_ν).
 (d) DSignSGD under Cauchy noise of growing scale: no run diverges, every final mean loss is
     below f(x0), and the plateau grows with the scale (never diverges; each step moves every
     coordinate by at most η).
@@ -199,8 +200,8 @@ def _panel_c(cache: RunCache, p: dict[str, int], seed: int, progress: bool) -> d
     return {"sims": sims, "panel": panel(
         checks, rule="no run diverges, every plateau equals the exact discrete stationary loss "
                      "within 4·se and the Phase-3 prediction η d σ/(4ℓ_ν N) within 4·se + "
-                     f"{PHASE3_BUDGET.relative:g}·prediction, lies below f(x0)/10, and ν = 1's plateau exceeds the "
-                     "Gaussian one by more than 4 se (fatter → higher)",
+                     f"{PHASE3_BUDGET.relative:g}·prediction, lies below f(x0)/10, and ν = 1's "
+                     "plateau exceeds the Gaussian one by more than 4 se (fatter → higher)",
         detail=detail, rows=rows, fatter_higher=checks[-2]["verdict"] == "pass")}
 
 
