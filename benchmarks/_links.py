@@ -15,7 +15,11 @@ import math
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # the driver's pid names its namespaces; its ranks inherit it to find them (uplink counters)
 LINKS_ID = int(os.environ.setdefault("COMPSDE_LINKS_ID", str(os.getpid())))
@@ -200,3 +204,24 @@ def uplink_tx_bytes(nodes: int) -> list[int]:
                               check=True, capture_output=True, text=True).stdout
         out.append(int(text.strip()))
     return out
+
+
+def run_emulated(world: int, factor: float, setup: Callable[[], str | None],
+                 run: Callable[[bool], T]) -> tuple[T | None, str | None]:
+    """``setup()`` a network (None, or why not), add CPU quotas of ``1/factor`` of a core per
+    rank when ``factor`` > 1 (a time-dilated run), ``run(quotas)``, and tear both down:
+    ``(result, None)``, or ``(None, why not)``."""
+    why = setup()
+    if why:
+        return None, why
+    quotas = factor > 1
+    try:
+        if quotas:
+            why = setup_quotas(world, 1 / factor)
+            if why:
+                return None, why
+        return run(quotas), None
+    finally:
+        teardown_link(world)
+        if quotas:
+            teardown_quotas(world)

@@ -321,20 +321,10 @@ def run_link(args: argparse.Namespace, network: str, world: int, tmp: Path,
              rate: float) -> tuple[list[dict] | None, str | None]:
     """One world size on the emulated links (dilated for ``link-dilated``): rows, or why not."""
     factor = dilation(world, args.cores) if network == "link-dilated" else 1.0
-    why = _links.setup_link(world, 8 * rate / factor, queue_ms=100 * factor)
-    if why:
-        return None, why
-    quotas = factor > 1
-    try:
-        if quotas:
-            why = _links.setup_quotas(world, 1 / factor)
-            if why:
-                return None, why
-        return undilate(launch(args, network, world, tmp, quotas=quotas), factor), None
-    finally:
-        _links.teardown_link(world)
-        if quotas:
-            _links.teardown_quotas(world)
+    rows, why = _links.run_emulated(
+        world, factor, lambda: _links.setup_link(world, 8 * rate / factor, queue_ms=100 * factor),
+        lambda quotas: launch(args, network, world, tmp, quotas=quotas))
+    return (None if rows is None else undilate(rows, factor)), why
 
 
 def latency_for(kind: str, row: dict) -> float:

@@ -170,26 +170,18 @@ def run_network(args: argparse.Namespace, network: str, mesh_shape: tuple[int, i
 
     world = mesh_shape[0] * mesh_shape[1]
     factor = dilation(world, args.cores) if network == "link-dilated" else 1.0
-    why = _links.setup_two_level(mesh_shape[0], mesh_shape[1], 8 * rate / factor,
-                                 None if intra is None else 8 * intra / factor,
-                                 queue_ms=100 * factor)
-    if why:
-        return None, why
-    quotas = factor > 1
-    try:
-        if quotas:
-            why = _links.setup_quotas(world, 1 / factor)
-            if why:
-                return None, why
-        rows = launch(args, network, mesh_shape, tmp, quotas)
-        for row in rows:
-            row["time_dilation"] = factor
-            row["step_ms_median"] /= factor
-        return rows, None
-    finally:
-        _links.teardown_link(world)
-        if quotas:
-            _links.teardown_quotas(world)
+
+    def setup() -> str | None:
+        return _links.setup_two_level(mesh_shape[0], mesh_shape[1], 8 * rate / factor,
+                                      None if intra is None else 8 * intra / factor,
+                                      queue_ms=100 * factor)
+
+    rows, why = _links.run_emulated(world, factor, setup,
+                                    lambda quotas: launch(args, network, mesh_shape, tmp, quotas))
+    for row in rows or []:
+        row["time_dilation"] = factor
+        row["step_ms_median"] /= factor
+    return rows, why
 
 
 def table(rows: list[dict], network: str) -> str:

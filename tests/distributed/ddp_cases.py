@@ -27,6 +27,14 @@ CASES: dict[str, tuple[str, dict]] = {
 }
 
 
+# Gradient accumulation: a micro-step under ``no_sync()`` (no hook call), then the step whose
+# backward reduces the sum of both micro-batches' gradients once.
+ACCUMULATE_CASES: dict[str, tuple[str, dict]] = {
+    "randk-accumulate": ("dcsgd:randk:ratio=0.05", {}),
+    "dsignsgd-accumulate": ("dsignsgd", {}),
+}
+MICRO_OFFSET = 1000      # rank_grads(rank, step + MICRO_OFFSET) is the extra micro-batch
+
 # The cases of the 8-rank launch (8 processes share the machine's cores): every sign wire,
 # exact Rand-k coordinates, the non-finite policy on the reduce-scatter.
 WORLD8_CASES = ("dsignsgd", "dsignsgd-bits", "dsignsgd-scatter", "randk", "mlp",

@@ -19,7 +19,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ddp_cases import (
+    ACCUMULATE_CASES,
     ERROR_CASES,
+    MICRO_OFFSET,
     MLP_CAP_MB,
     STEPS,
     LinearModel,
@@ -33,7 +35,8 @@ from ddp_spawn import join_group
 from compsde.distributed import register
 
 
-def run_case(spec: str, options: dict, rank: int, world: int, nan_step: int | None = None):
+def run_case(spec: str, options: dict, rank: int, world: int, nan_step: int | None = None,
+             accumulate: bool = False):
     model = LinearModel()
     ddp = nn.parallel.DistributedDataParallel(model, bucket_cap_mb=0.03)
     state = register(ddp, spec, seed=7, **options)
@@ -44,6 +47,9 @@ def run_case(spec: str, options: dict, rank: int, world: int, nan_step: int | No
         if nan_step == step and rank == world - 1:
             grads[0][5] = float("nan")
         opt.zero_grad()
+        if accumulate:
+            with ddp.no_sync():
+                ddp(rank_grads(rank, step + MICRO_OFFSET)).backward()
         try:
             ddp(grads).backward()
         except Exception as exc:
@@ -89,6 +95,9 @@ def main() -> None:
             results[name]["seconds"] = time.perf_counter() - started
     if only is None or "mlp" in only:
         results["mlp"] = run_mlp(rank)
+    for name, (spec, options) in ACCUMULATE_CASES.items():
+        if only is None or name in only:
+            results[name] = run_case(spec, options, rank, world, accumulate=True)
     for name, (spec, options, nan_step) in ERROR_CASES.items():
         if only is None or name in only:
             results[name] = run_case(spec, options, rank, world, nan_step)

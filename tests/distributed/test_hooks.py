@@ -18,8 +18,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from ddp_cases import (  # noqa: E402
+    ACCUMULATE_CASES,
     ERROR_CASES,
     LR,
+    MICRO_OFFSET,
     MLP_CAP_MB,
     SHAPES,
     STEPS,
@@ -57,13 +59,18 @@ def case_records(ranks: list[dict], name: str) -> list[dict]:
     return [rank[name] for rank in ranks]
 
 
-def simulate(world: int, spec: str, options: dict, layouts: list[dict], nan_step=None):
+def simulate(world: int, spec: str, options: dict, layouts: list[dict], nan_step=None,
+             accumulate: bool = False):
     """Replay the worker's run in one process: same gradients, seed, layouts, SGD steps."""
     sim = AgentSimulator(spec, world, seed=7, **options)
     params = [torch.zeros(s) for s in SHAPES]
     history = []
     for step in range(STEPS):
         per_rank = [rank_grads(r, step) for r in range(world)]
+        if accumulate:               # DDP adds the no_sync micro-batch's gradient in place
+            per_rank = [[micro + g for micro, g in zip(rank_grads(r, step + MICRO_OFFSET), gs,
+                                                       strict=True)]
+                        for r, gs in enumerate(per_rank)]
         if nan_step == step:
             per_rank[-1][0][5] = float("nan")
         grads = {n: torch.stack([g[i] for g in per_rank]) for i, n in enumerate(NAMES)}
@@ -239,3 +246,21 @@ def test_state_pickles_for_checkpoints(launched):
     state = case_records(ranks, "randk")[0]["pickled"]
     assert state["step"] == STEPS and state["seed"] == 7 and state["world"] == world
     assert state["method_spec"] == "dcsgd:randk:ratio=0.05"
+
+
+@pytest.mark.parametrize("name", list(ACCUMULATE_CASES))
+def test_gradient_accumulation_under_no_sync_is_one_step(launched, name):
+    """A micro-step under ``no_sync()`` reduces nothing; the next backward reduces the sum once:
+    ``state.step`` counts optimizer steps and the update is the method of the summed gradient."""
+    world, ranks = launched
+    spec, options = ACCUMULATE_CASES[name]
+    record = case_records(ranks, name)[0]
+    _, history = simulate(world, spec, options, record["layouts"], accumulate=True)
+    for step in range(STEPS):
+        for got, want in zip(record["params"][step], history[step], strict=True):
+            if exact_case(name, world):
+                assert torch.equal(got, want), (name, step)
+            else:
+                assert torch.equal(got != 0, want != 0), (name, step)
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert record["step"] == STEPS
