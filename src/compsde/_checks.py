@@ -13,6 +13,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+#: the largest seed: torch.Generator.manual_seed takes a signed 64-bit integer
+SEED_MAX = 2**63 - 1
+
 
 def _fail(name: str, value: Any, allowed: str) -> ValueError:
     return ValueError(f"{name} must be {allowed}, got {value!r}")

@@ -16,6 +16,7 @@ Specs (``make``):
 from __future__ import annotations
 
 import math
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
@@ -26,7 +27,7 @@ from ._checks import check_float, check_int, check_positive
 from ._spec import parse_float_list, parse_spec, reject_unknown
 
 __all__ = ["DENSE_BUDGET", "NAMES", "Autograd", "Landscape", "Quadratic", "Rosenbrock", "Saddle",
-           "check_dense", "make"]
+           "check_dense", "check_vector_memory", "make"]
 
 NAMES = ("quadratic", "rosenbrock", "saddle")
 #: bytes a dense (…, d, d) Hessian may take; past it ``hessian``/``matrix`` raise ValueError
@@ -50,6 +51,28 @@ def check_dense(what: str, d: int, points: int = 1, itemsize: int = 8,
                          f"(compsde.landscapes.DENSE_BUDGET); gradients, losses, the SDE and "
                          f"the theory need only O(d) memory (a diagonal quadratic keeps its "
                          f"eigenvalues)")
+
+
+def physical_memory() -> int | None:
+    """Bytes of memory of this machine (None where the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_vector_memory(what: str, d: int, itemsize: int = 8, memory: int | None = None
+                        ) -> None:
+    """Raise ValueError, before anything is allocated, when one d-vector (``what``) alone
+    needs more than the machine's memory; the message says how much it would need."""
+    limit = physical_memory() if memory is None else memory
+    need = int(d) * int(itemsize)
+    if limit is not None and need > limit:
+        from .chunks import human_bytes
+
+        raise ValueError(f"{what} needs {human_bytes(need)} for its d = {d:,} float64 values "
+                         f"alone (a simulation several times that), more than this machine's "
+                         f"{human_bytes(limit)} of memory; choose a smaller d")
 
 
 def _number(value: float) -> str:
@@ -388,6 +411,8 @@ def make(spec: str) -> Landscape:
     reject_unknown("landscape", name, options, keys)
     if name == "quadratic":
         d = check_int("d", options["d"], minimum=1) if "d" in options else None
+        if d is not None:
+            check_vector_memory(f"landscape {spec}", d)
         if "eig" not in options:
             d = 2 if d is None else d
             return Quadratic(torch.ones(d, dtype=torch.float64), spec=f"quadratic:d={d}")

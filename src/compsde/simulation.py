@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_device, check_float, check_int
+from ._checks import SEED_MAX, check_device, check_float, check_int
 from .chunks import (
     DEFAULT_MEMORY_BUDGET,
     Chunk,
@@ -136,7 +136,7 @@ def simulate(
                       lr_schedule=lr_schedule, batch_noise=batch_noise)
     steps = check_int("steps", steps, minimum=1, text=False)
     runs = check_int("runs", runs, minimum=1, text=False)
-    seed = check_int("seed", seed, minimum=0, text=False)
+    seed = check_int("seed", seed, minimum=0, maximum=SEED_MAX, text=False)
     record_every = check_int("record_every", record_every, minimum=1, text=False)
     threshold = check_float("diverge_threshold", diverge_threshold, low=0, low_open=True,
                             text=False)

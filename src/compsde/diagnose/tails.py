@@ -197,6 +197,23 @@ class _Profile:
         return 1.0 / math.sqrt(curv) if curv > 0 else None
 
 
+def _mean_logs(scales: list[Tensor]) -> list[float]:
+    """Mean log σ̂ of each of ``scales`` (same columns) over the columns where all of them are
+    positive: a column whose EM collapsed onto a tie (σ̂ → 0) would make every mean −∞."""
+    ok = torch.stack([torch.isfinite(s) & (s > 0) for s in scales]).all(0)
+    if not bool(ok.any()):
+        return [0.0] * len(scales)
+    return [float(s[ok].log().mean()) for s in scales]
+
+
+def _collapsed(x: Tensor, scale: Tensor) -> Tensor:
+    """Columns whose fitted scale collapsed (σ̂ ≤ 1e-9 of the mean absolute deviation, or not
+    finite): a point mass (many equal values, e.g. a gradient that is exactly 0 in most small
+    mini-batches) that the t law's likelihood runs off to σ → 0 on."""
+    spread = (x - x.median(dim=0).values).abs().mean(0)
+    return ~(torch.isfinite(scale) & (scale > 1e-9 * spread))
+
+
 def _valid_columns(x: Tensor) -> Tensor:
     """Columns with real spread: fewer than half of the samples equal to the median."""
     med = x.median(dim=0).values
@@ -246,23 +263,28 @@ def fit_student_t(samples: Tensor, *, nu_columns: int = 500,
         nu_se = se_xi * nu * nu if math.isfinite(nu) else None
     # scales at the jackknifed ν, with the jackknife shift of mean log σ̂ from the ν-columns
     sub_loc, sub_scale = _em(sub, nu, full_p.loc, full_p.scale)
-    log_full = sub_scale.log().mean()
-    log_half = 0.5 * sum(_em(p.x, nu, p.loc, p.scale)[1].log().mean()
-                         for p in (first_p, second_p))
-    shift = float(log_full - log_half)
+    log_full, log_a, log_b = _mean_logs([sub_scale, *(_em(p.x, nu, p.loc, p.scale)[1]
+                                                      for p in (first_p, second_p))])
+    shift = log_full - 0.5 * (log_a + log_b)
     loc = torch.zeros(x.shape[1], dtype=torch.float64)
     scale = torch.zeros(x.shape[1], dtype=torch.float64)
     cols = valid.nonzero().squeeze(1)
     fit_loc, fit_scale = _em(x[:, cols], nu, *_start(x[:, cols]), tol=_SCALE_TOL)
-    loc[cols], scale[cols] = fit_loc, fit_scale * math.exp(shift)
+    collapsed = _collapsed(x[:, cols], fit_scale)
+    valid[cols[collapsed]] = False
+    keep = ~collapsed
+    loc[cols[keep]], scale[cols[keep]] = fit_loc[keep], fit_scale[keep] * math.exp(shift)
+    if not bool(valid.any()):
+        raise ValueError("samples have no column with spread: every coordinate's noise is a "
+                         "point mass (ties) the t law cannot fit (nothing to fit)")
     loc[~valid] = x[:, ~valid].median(dim=0).values
     indep = (1.0 if math.isinf(nu) else (nu + 3.0) / nu) / (2.0 * m * int(valid.sum()))
     common = 0.0
     if se_xi is not None and math.isfinite(nu):   # d mean log σ̂ / dξ by a central difference
         h = 0.05 * xi
-        up = _em(sub, 1.0 / (xi + h), sub_loc, sub_scale)[1].log().mean()
-        down = _em(sub, 1.0 / (xi - h), sub_loc, sub_scale)[1].log().mean()
-        common = float(up - down) / (2 * h) * se_xi
+        up, down = _mean_logs([_em(sub, 1.0 / (xi + h), sub_loc, sub_scale)[1],
+                               _em(sub, 1.0 / (xi - h), sub_loc, sub_scale)[1]])
+        common = (up - down) / (2 * h) * se_xi
     return StudentTFit(nu=nu, nu_se=nu_se, nu_interval=interval, nu_raw=fits[0], loc=loc,
                        scale=scale, degenerate=~valid, samples=m, columns_for_nu=idx.numel(),
                        log_scale_se=math.sqrt(indep + common * common), xi_se=se_xi)

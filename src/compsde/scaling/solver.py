@@ -151,7 +151,12 @@ def _fmt(value: float) -> str:
 
 def _parse_vary(vary: str | Sequence[str]) -> tuple[str, ...]:
     items = vary.replace("+", ",").split(",") if isinstance(vary, str) else list(vary)
-    knobs = tuple(dict.fromkeys(k.strip().lower() for k in items if k.strip()))
+    named = [k.strip().lower() for k in items if k.strip()]
+    twice = sorted({k for k in named if named.count(k) > 1})
+    if twice:
+        raise ValueError(f"vary names {', '.join(twice)} more than once; give each knob once, "
+                         f"e.g. {','.join(dict.fromkeys(named))}")
+    knobs = tuple(named)
     if not knobs or any(k not in KNOBS for k in knobs):
         bad = [k for k in knobs if k not in KNOBS]
         raise ValueError(f"vary must be one or more of {', '.join(KNOBS)} (comma-separated); "
