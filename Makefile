@@ -32,7 +32,7 @@ data:
 
 $(STAMP): pyproject.toml constraints.txt | data
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,ray]'
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test,ray,lightning,accelerate]'
 	touch $(STAMP)
 
 demo: setup

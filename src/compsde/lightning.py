@@ -41,7 +41,7 @@ from lightning.pytorch.strategies import (
 from torch import Tensor, nn
 
 from .distributed import prime_buckets, register
-from .distributed.frameworks import HOW_TO_START, unwrap_model
+from .distributed.frameworks import HOW_TO_START
 from .distributed.protocol import Protocol, resolve_method
 
 CHECKPOINT_KEY = "compsde"
@@ -70,6 +70,41 @@ def check_strategy(strategy: Strategy) -> None:
         raise ValueError(f"strategy: FSDPStrategy shards with FSDP1, which has no custom "
                          f"reduce-scatter; use {SUPPORTED_STRATEGIES}")
     raise ValueError(f"strategy must be {SUPPORTED_STRATEGIES}, got {name}")
+
+
+def sharded_root(model: nn.Module) -> nn.Module:
+    """What to register on: ``model`` itself when it is the DDP or FSDP2 module, else (under
+    ``ModelParallelStrategy``, which leaves the LightningModule unwrapped) the one outermost
+    ``fully_shard`` module inside it, which must hold every trainable parameter (Lightning's
+    pattern: the layers, then ``self.model``, sharded in ``configure_model``)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(model, (FSDPModule, nn.parallel.DistributedDataParallel)):
+        return model
+    roots: list[tuple[str, nn.Module]] = []
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, FSDPModule):
+                roots.append((prefix + name, child))
+            else:
+                visit(f"{prefix}{name}.", child)
+
+    visit("", model)
+    if not roots:
+        return model                  # register names what it got
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    if len(roots) == 1 and trainable <= {id(p) for p in roots[0][1].parameters()}:
+        return roots[0][1]
+    names = ", ".join(name for name, _ in roots)
+    raise ValueError(f"model: shard one module that holds every trainable parameter (in "
+                     f"configure_model: fully_shard each layer, then fully_shard(self.model)); "
+                     f"found {len(roots)} outermost fully_shard module(s): {names}, and "
+                     f"{type(model).__name__}'s other trainable parameters outside them"
+                     if len(roots) == 1 else
+                     f"model: shard one module that holds every trainable parameter (in "
+                     f"configure_model: fully_shard each layer, then fully_shard(self.model)); "
+                     f"found {len(roots)} outermost fully_shard modules: {names}")
 
 
 class Compression(Callback):
@@ -113,7 +148,8 @@ class Compression(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # a second fit of the same Trainer continues the live state on the new wrapper
         method = self.state if self.state is not None else self.method
-        self.state = register(trainer.strategy.model, method, self.seed, **self.options)
+        self.state = register(sharded_root(trainer.strategy.model), method, self.seed,
+                              **self.options)
         if self._loaded is not None:
             self.state.load_state_dict(self._loaded)
             self._loaded = None
@@ -124,7 +160,7 @@ class Compression(Callback):
         if self._primed:
             return
         self._primed = True
-        model = unwrap_model(trainer.strategy.model)
+        model = sharded_root(trainer.strategy.model)
         if (self.prime and pl_module.automatic_optimization
                 and isinstance(model, nn.parallel.DistributedDataParallel)):
             _prime_with_training_step(model, self.state, pl_module, batch, batch_idx)

@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from integration_cases import check_exact_dsignsgd, check_resume, launch
+from integration_cases import check_ddp_sign_bytes, check_exact_dsignsgd, check_resume, launch
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +26,7 @@ def ranks(tmp_path_factory):
 
 def test_the_step_is_dsignsgd(ranks):
     check_exact_dsignsgd(ranks)
+    check_ddp_sign_bytes(ranks)
 
 
 def test_a_checkpoint_resume_is_bitwise_the_uninterrupted_run(ranks):

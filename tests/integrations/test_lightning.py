@@ -17,6 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from integration_cases import (
+    check_ddp_sign_bytes,
     check_exact_dsignsgd,
     check_resume,
     fp32_allreduce_bytes,
@@ -35,6 +36,7 @@ def ranks(tmp_path_factory):
 
 def test_the_trainer_step_is_dsignsgd(ranks):
     check_exact_dsignsgd(ranks)
+    check_ddp_sign_bytes(ranks)
 
 
 def test_the_logger_receives_the_counters_every_log_every_n_steps(ranks):

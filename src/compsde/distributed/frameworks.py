@@ -98,18 +98,18 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         raise ValueError(f"model ({_what(chain)}) holds neither a DistributedDataParallel "
                          f"model nor an FSDP2 (fully_shard) module, and compsde needs one of "
                          f"them; supported: {SUPPORTED}")
+    if any(isinstance(m, FSDPModule) for m in current.modules()):
+        raise ValueError(f"model ({_what(chain)}) has submodules sharded with fully_shard but "
+                         f"its root is not; call fully_shard(model) on the root too")
     if world <= 1:
         why = ("torch.distributed is not initialised" if world == 0
                else "torch.distributed has world size 1")
         raise ValueError(f"model ({_what(chain)}) is a plain module, not DistributedDataParallel "
                          f"or FSDP2: only one process was started ({why}); "
                          f"{HOW_TO_START}")
-    sharded = any(isinstance(m, FSDPModule) for m in current.modules())
-    hint = ("; its submodules are sharded but the root is not: call fully_shard(model) on the "
-            "root too" if sharded else "")
     raise ValueError(f"model must be a torch.nn.parallel.DistributedDataParallel model or a "
                      f"module sharded with torch.distributed.fsdp.fully_shard, got "
-                     f"{_what(chain)}, a plain module{hint}")
+                     f"{_what(chain)}, a plain module")
 
 
 def _what(chain: list[str]) -> str:
