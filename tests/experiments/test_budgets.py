@@ -35,3 +35,11 @@ def test_fig5_phase3_budget_covers_the_exact_discrete_level_at_every_nu():
         model = fig5._model("dsignsgd", fig5._noise(nu))
         exact, first_order = stationary_loss(model, "discrete"), stationary_loss(model, "sde")
         assert abs(exact / first_order - 1) <= fig5.PHASE3_BUDGET.relative / 2, nu
+
+
+def test_phase3_budget_covers_unequal_agents():
+    method = fig3._unequal_method("dsignsgd")
+    model = QuadraticModel.from_problem(method, fig3.UNEQUAL["landscape"], fig3.UNEQUAL["noise"],
+                                        lr=fig3.UNEQUAL["lr"], agents=4, x0=0.5)
+    exact, first_order = stationary_loss(model, "discrete"), stationary_loss(model, "sde")
+    assert abs(exact / first_order - 1) <= fig3.PHASE3_BUDGET.relative / 2

@@ -21,6 +21,9 @@ def test_fig3_reduced(tmp_path):
     assert [r["agents"] for r in right["rows"]] == [1, 2, 4, 8, 16]
     batches = outcome.panels["batch: mean of B draws"]
     assert sorted({r["batch"] for r in batches["rows"]}) == [4, 16]
+    unequal = outcome.panels["unequal agents: σ_i = 1/2/3/4"]
+    assert [r["method"] for r in unequal["rows"]] == ["dsgd", "dcsgd", "dsignsgd"]
+    assert unequal["rows"][1]["omegas"] == [0.0, 1.0, 3.0, 7.0]
     cauchy = [r for r in batches["rows"] if r["noise"].startswith("student-t")]
     assert cauchy and all(r["prediction"] > 3 * r["convention_prediction"] for r in cauchy)
     assert outcome.png.exists() and outcome.png.stat().st_size > 10_000

@@ -241,3 +241,20 @@ def ell_always_gaussian(monkeypatch: Any) -> None:
     from compsde.theory import _laws
 
     mutate(monkeypatch, _laws, "ell", lambda original: lambda nu=None: original(None))
+
+
+def arithmetic_means_of_unequal_agents(monkeypatch: Any) -> None:
+    """The closed forms average unequal agents the wrong way: DSignSGD's Phase 3 uses the
+    arithmetic mean of σ_i (not the harmonic), DCSGD (1 + ω̄)·mean σ_i² (not mean (1+ω_i)σ_i²)."""
+    from compsde.theory import curves
+
+    def wrong(original: Any) -> Any:
+        def coefficients(model: QuadraticModel, kind: str) -> Any:
+            if model.agents > 1:
+                mean = model.scales.mean(0, keepdims=True).repeat(model.agents, 0)
+                model = model.replace(scales=mean, omegas=model.omegas * 0 + model.omega_mean)
+            return original(model, kind)
+
+        return coefficients
+
+    mutate(monkeypatch, curves, "linear_coefficients", wrong)

@@ -16,6 +16,7 @@ from compsde.experiments import fig3, fig5
 FIG3 = {"runs": 200, "steps": 1500, "speed_runs": 100, "speed_steps": 2000}
 LEFT, RIGHT = "left: phase bounds", "right: linear speedup"
 BATCHES = "batch: mean of B draws"
+UNEQUAL = "unequal agents: σ_i = 1/2/3/4"
 FIG5 = fig5.PRESETS["quick"]
 A, B, C, D = ("a: DCSGD vs tail index", "b: DCSGD vs noise scale",
               "c: DSignSGD vs tail index", "d: DSignSGD vs noise scale")
@@ -31,7 +32,7 @@ def fig5_panels(out: Path) -> dict:
 
 def test_real_code_passes_figures_3_and_5(tmp_path):
     assert {k: p["verdict"] for k, p in fig3_panels(tmp_path / "3").items()} == {
-        LEFT: "pass", RIGHT: "pass", BATCHES: "pass"}
+        LEFT: "pass", RIGHT: "pass", BATCHES: "pass", UNEQUAL: "pass"}
     assert all(p["verdict"] == "pass" for p in fig5_panels(tmp_path / "5").values())
 
 
@@ -56,6 +57,14 @@ def test_batch_convention_over_b_fails_fig3_batches(monkeypatch, caught, tmp_pat
     """σ/B instead of σ/√B: the runs that really average B draws do not follow it."""
     mutants.batch_scale_over_b(monkeypatch)
     caught(fig3_panels(tmp_path)[BATCHES]["verdict"])
+
+
+def test_arithmetic_means_of_unequal_agents_fail_fig3(monkeypatch, caught, tmp_path):
+    """Harmonic (DSignSGD) and (1+ω_i)-weighted (DCSGD) means replaced by plain ones."""
+    mutants.arithmetic_means_of_unequal_agents(monkeypatch)
+    checks = fig3_panels(tmp_path)[UNEQUAL]["checks"]
+    caught("fail" if {c["verdict"] for c in checks if c["quantity"].startswith("dcsgd")}
+           == {"fail"} and checks[-1]["verdict"] == "fail" else "pass")
 
 
 def test_doubled_omega_fails_fig5_settling(monkeypatch, caught, tmp_path):

@@ -49,6 +49,11 @@ BATCH = {"landscape": "quadratic:d=2", "lr": 0.01, "agents": 2, "x0": 0.5,
 BATCH_ARMS = (("dsgd", "gaussian:scale=1", 4), ("dsgd", "gaussian:scale=1", 16),
               ("dcsgd:randk:k=1", "gaussian:scale=1", 16), ("dsignsgd", "gaussian:scale=1", 4),
               ("dsignsgd", "gaussian:scale=1", 16), ("dsignsgd", "student-t:nu=1,scale=1", 16))
+# Unequal agents (THEORY.md §4): σ_i = 1, 2, 3, 4 (the harmonic mean 1.92, used by DSignSGD's
+# Phase 3, is 30 % below the arithmetic 2.5), and DCSGD with Bernoulli p_i = 1, ½, ¼, ⅛
+# (ω_i = 0, 1, 3, 7: mean_i (1+ω_i)σ_i² = 43.25 against (1+ω̄)·mean_i σ_i² = 28.1).
+UNEQUAL = {"landscape": "quadratic:d=2", "lr": 0.01, "noise": "gaussian:scale=1/2/3/4"}
+UNEQUAL_P = (1.0, 0.5, 0.25, 0.125)
 PHASE_COLORS = {1: "tab:red", 2: "tab:orange", 3: "tab:green"}
 K = 4.0  # standard errors in every comparison
 # In Phase 3 the bound replaces the sign mean φ(y) by its chord c₃·y (c₃ = φ(√2)/√2) where the
@@ -220,9 +225,53 @@ def _batches(cache: RunCache, p: dict[str, int], seed: int, progress: bool) -> d
     return {"rows": rows, "panel": result}
 
 
+def _unequal_method(method: str) -> Any:
+    """``method`` with one compressor per agent: DCSGD gets Bernoulli p_i of :data:`UNEQUAL_P`."""
+    from .. import compressors, methods
+
+    if method != "dcsgd":
+        return methods.make(method)
+    return methods.Method("dcsgd", [compressors.make(f"bernoulli:p={p:g}") for p in UNEQUAL_P])
+
+
+def _unequal(p: dict[str, int], seed: int, progress: bool) -> dict[str, Any]:
+    """Stationary levels of unequal agents against the closed forms (exact; Phase 3 too)."""
+    rows, checks = [], []
+    arms = (("dsgd", 0.0), ("dcsgd", 0.0), ("dsignsgd", 0.5))
+    for i, (name, x0) in enumerate(arms):
+        method = _unequal_method(name)
+        kw = dict(lr=UNEQUAL["lr"], agents=len(UNEQUAL_P), x0=x0)
+        model = QuadraticModel.from_problem(method, UNEQUAL["landscape"], UNEQUAL["noise"],
+                                            **kw)
+        result = simulate(method, UNEQUAL["landscape"], UNEQUAL["noise"], steps=p["speed_steps"],
+                          runs=p["speed_runs"], seed=seed + 200 + i, progress=progress,
+                          record_every=max(1, p["speed_steps"] // 200), **kw)
+        level, se = result.tail_mean(0.5)
+        exact = stationary_loss(model, "discrete")
+        row = {"method": name, "level": level, "se": se, "exact_discrete": exact,
+               "omegas": model.omegas.tolist()}
+        checks.append(check(f"{name}, σ_i = 1/2/3/4: stationary loss", level, exact, se=se,
+                            k=K))
+        if name == "dsignsgd":
+            row["phase3_prediction"] = phase3 = stationary_loss(model, "sde")
+            checks.append(check("dsignsgd, σ_i = 1/2/3/4: stationary loss against the Phase-3 "
+                                "prediction (harmonic mean of σ_i)", level, phase3, se=se, k=K,
+                                budget=PHASE3_BUDGET))
+        rows.append(row)
+    result = panel(checks, rule=f"with σ_i = 1/2/3/4 (and DCSGD ω_i = 0/1/3/7) each stationary "
+                                f"loss equals the exact discrete closed form within {K:g}·se "
+                                f"(DSGD: mean_i σ_i²; DCSGD: mean_i (1+ω_i)σ_i²; DSignSGD: the "
+                                f"lattice chain), and DSignSGD's the Phase-3 level η d σ_H/(4ℓN) "
+                                f"(σ_H the harmonic mean) within {K:g}·se + "
+                                f"{PHASE3_BUDGET.relative:g}·prediction",
+                   detail="; ".join(f"{r['method']}: {r['level']:.3g} vs {r['exact_discrete']:.3g}"
+                                    for r in rows), rows=rows)
+    return {"rows": rows, "panel": result}
+
+
 def _plot(left: dict[str, Any], right: dict[str, Any], batches: dict[str, Any],
-          path: Path) -> Path:
-    fig, axes = plt.subplots(1, 4, figsize=(24, 5))
+          unequal: dict[str, Any], path: Path) -> Path:
+    fig, axes = plt.subplots(1, 5, figsize=(30, 5))
     ax = axes[0]
     sim, bound, exact = left["sim"], left["bound"], left["exact"]
     steps = sim["steps"]
@@ -277,8 +326,10 @@ def _plot(left: dict[str, Any], right: dict[str, Any], batches: dict[str, Any],
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
     _plot_batches(axes[3], batches)
-    fig.suptitle("Figure 3 — DSignSGD: phase bounds (left) and linear speedup in N (middle: "
-                 "loss curves, right: stationary levels)", y=1.04)
+    _plot_unequal(axes[4], unequal)
+    fig.suptitle("Figure 3 — DSignSGD: phase bounds (1st), linear speedup in N (2nd: loss "
+                 "curves, 3rd: stationary levels); batches drawn as the mean of B samples "
+                 "(4th); unequal agents (5th)", y=1.04)
     try:
         return save_figure(fig, path)
     finally:
@@ -305,6 +356,26 @@ def _plot_batches(ax: Any, batches: dict[str, Any]) -> None:
     ax.grid(alpha=0.3, which="both")
 
 
+def _plot_unequal(ax: Any, unequal: dict[str, Any]) -> None:
+    rows = unequal["rows"]
+    x = np.arange(len(rows))
+    ax.errorbar(x, [r["level"] for r in rows], yerr=[K * r["se"] for r in rows], fmt="o",
+                color="black", capsize=3, label=f"simulated stationary loss (±{K:g} se)")
+    ax.plot(x, [r["exact_discrete"] for r in rows], "x", color="tab:blue", markersize=9,
+            label="exact discrete closed form")
+    sign = [i for i, r in enumerate(rows) if "phase3_prediction" in r]
+    ax.plot(sign, [rows[i]["phase3_prediction"] for i in sign], "+", color="tab:purple",
+            markersize=11, label="Phase-3 prediction (harmonic σ_H)")
+    ax.set_xticks(x, [r["method"] for r in rows])
+    ax.set_yscale("log")
+    ax.set_ylabel("stationary f(x) − f*")
+    ax.set_title(f"Unequal agents σ_i = 1/2/3/4 (DCSGD: ω_i = 0/1/3/7), d=2, "
+                 f"η={UNEQUAL['lr']}\nverdict: {unequal['panel']['verdict'].upper()}",
+                 fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, which="both")
+
+
 @figure("fig3", CLAIM)
 def run(out: Path, preset: str = "quick", seed: int = 0, progress: bool = False,
         sizes: dict[str, int] | None = None) -> FigureOutcome:
@@ -315,9 +386,11 @@ def run(out: Path, preset: str = "quick", seed: int = 0, progress: bool = False,
         left = _left(cache, p, seed, progress)
         right = _right(cache, p, seed, progress)
         batches = _batches(cache, p, seed, progress)
-    png = _plot(left, right, batches, Path(out) / "fig3.png")
+        unequal = _unequal(p, seed, progress)
+    png = _plot(left, right, batches, unequal, Path(out) / "fig3.png")
     panels = {"left: phase bounds": left["panel"], "right: linear speedup": right["panel"],
-              "batch: mean of B draws": batches["panel"]}
+              "batch: mean of B draws": batches["panel"],
+              "unequal agents: σ_i = 1/2/3/4": unequal["panel"]}
     data = {"config": {"left": left["config"], "right": RIGHT | {"agents": list(AGENTS)},
                        "sizes": p},
             "left_curves": {"steps": left["sim"]["steps"], "loss_mean": left["sim"]["loss_mean"],
