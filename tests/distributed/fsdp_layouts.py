@@ -8,6 +8,8 @@ layout shards it as some real code does; ``UNITS`` is the partition into units e
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -47,8 +49,17 @@ class LayoutModel(nn.Module):
         return sum(getattr(self, leaf)(grads, f"{leaf}.") for leaf in "abc" if leaf not in skip)
 
 
-def param_names() -> list[str]:
-    return [name for name, _ in LayoutModel().named_parameters()]
+def sgd_from_rows(params: dict[str, torch.Tensor], names: list[str], rows: torch.Tensor,
+                  shards: int) -> None:
+    """SGD step of the named parameters from FSDP's flat layout: row ``r`` of ``rows`` is
+    shard ``r`` of the unit's mean message (each parameter's ⌈dim0 / shards⌉ rows, padded)."""
+    offset = 0
+    for name in names:
+        shape = params[name].shape
+        width = math.ceil(shape[0] / shards) * math.prod(shape[1:])
+        mean = rows[:, offset:offset + width].reshape(-1, *shape[1:])[: shape[0]]
+        params[name].add_(mean, alpha=-LR)
+        offset += width
 
 
 def grads_for(rank: int, step: int, micro: int = 0) -> dict[str, torch.Tensor]:

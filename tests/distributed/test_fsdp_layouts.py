@@ -29,6 +29,7 @@ from fsdp_layouts import (  # noqa: E402
     UNITS,
     LayoutModel,
     grads_for,
+    sgd_from_rows,
 )
 
 from compsde.compressors import make as make_compressor  # noqa: E402
@@ -70,14 +71,7 @@ def simulate(layout: str, spec: str, world: int) -> list[dict[str, torch.Tensor]
             if not names:
                 continue
             flat = torch.stack([fsdp_flat([g[n] for n in names], world) for g in per_rank])
-            rows = sim.reduce_bucket(flat, unit).view(world, -1)
-            offset = 0
-            for name in names:
-                shape = shapes[name]
-                width = math.ceil(shape[0] / world) * math.prod(shape[1:])
-                mean = rows[:, offset:offset + width].reshape(-1, *shape[1:])[: shape[0]]
-                params[name].add_(mean, alpha=-LR)
-                offset += width
+            sgd_from_rows(params, names, sim.reduce_bucket(flat, unit).view(world, -1), world)
         for name in IGNORED.get(layout, []):       # FSDP leaves their gradients local
             params[name].add_(per_rank[0][name], alpha=-LR)
         sim.step += 1

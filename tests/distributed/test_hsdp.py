@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from ddp_spawn import describe, run_ranks  # noqa: E402
-from fsdp_layouts import LR, STEPS, UNITS, LayoutModel, grads_for  # noqa: E402
+from fsdp_layouts import STEPS, UNITS, LayoutModel, grads_for, sgd_from_rows  # noqa: E402
 from hsdp_worker import CASES, MESH  # noqa: E402
 
 from compsde.distributed import AgentSimulator  # noqa: E402
@@ -57,14 +57,7 @@ def simulate(spec: str, options: dict) -> list[dict[str, torch.Tensor]]:
             for shard in range(S):
                 stacked = torch.stack([node.view(S, -1)[shard] for node in nodes])
                 rows.append(sim.reduce_bucket(stacked, unit * S + shard))
-            rows = torch.stack(rows)
-            offset = 0
-            for name in names:
-                shape = SHAPES[name]
-                width = math.ceil(shape[0] / S) * math.prod(shape[1:])
-                mean = rows[:, offset:offset + width].reshape(-1, *shape[1:])[: shape[0]]
-                params[name].add_(mean, alpha=-LR)
-                offset += width
+            sgd_from_rows(params, names, torch.stack(rows), S)
         sim.step += 1
         history.append({n: p.clone() for n, p in params.items()})
     return history

@@ -9,6 +9,8 @@ for in turn, nothing waited for inside a callback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch.distributed as dist
 from torch import Tensor
 
@@ -19,14 +21,19 @@ _all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_t
 
 
 def reduce_over(state: Protocol, codec: Codec, grad: Tensor, key: BucketKey,
-                group: dist.ProcessGroup | None, out: Tensor) -> Tensor:
+                group: dist.ProcessGroup | None, out: Tensor,
+                account: Callable[[Tensor], None] | None = None) -> Tensor:
     """``out`` ← ``mean_i m_i`` over the ``state.world`` ranks of ``group`` (THEORY.md §2),
-    where this rank's message is ``m = C(grad)`` keyed by ``key``; counts the traffic.
+    where this rank's message is ``m = C(grad)`` keyed by ``key``; counts the traffic
+    (``state.account``, or ``account(payload)`` where the caller counts it otherwise).
 
     ``grad`` may be consumed (the mean codec divides it in place); ``out`` may be ``grad``.
     """
     payload = state.prepare(grad, key, codec)
-    state.account(codec, payload)
+    if account is None:
+        state.account(codec, payload)
+    else:
+        account(payload)
     if codec.collective == SCATTER:           # sign reduce-scatter: signs, then the counts
         dist.all_to_all_single(codec.received.view(-1), payload.view(-1), group=group)
         outgoing = codec.replicate(state.count_shard(codec, codec.received))

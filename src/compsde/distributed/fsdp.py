@@ -45,7 +45,6 @@ from .protocol import Protocol
 from .sign_codecs import SignScatterCodec
 from .wire import allreduce_bytes
 
-_all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 _reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _QUANTISER_FLOATS = (torch.float32, torch.float64)
@@ -186,17 +185,10 @@ class MethodReduceScatter(ReduceScatter):
     def _full_then_shard(self, codec: Codec, grad: Tensor, out: Tensor, key: BucketKey,
                          group: dist.ProcessGroup) -> None:
         state = self.state
-        payload = state.prepare(grad, key, codec)
-        nbytes, moved = codec.traffic(payload)
-        if codec.collective == ALLREDUCE:
-            dist.all_reduce(payload, group=group)
-            combined = payload
-        else:
-            combined = codec.gathered
-            _all_gather(combined.view(-1), payload, group=group)
-        state.account_shard(nbytes, moved, grad.numel(), grad.element_size())
+        d, size = grad.numel(), grad.element_size()
         full = torch.empty_like(grad)
-        state.finish(codec, combined, key, full)
+        reduce_over(state, codec, grad, key, group, full,
+                    account=lambda payload: state.account_shard(*codec.traffic(payload), d, size))
         out.copy_(full.view(state.world, -1)[state.rank])
 
 
