@@ -2,7 +2,8 @@
 
 ``register`` on the model ``fabric.setup`` returns: ``exact`` (DSignSGD, 8 steps recorded);
 Rand-k ``straight`` (8 steps) and ``resumed`` (4 steps, ``fabric.save`` with the state, a
-fresh model, optimizer and state from ``fabric.load``, 4 more). Writes ``OUT_DIR/rank{r}.pt``.
+fresh model, optimizer and state from ``fabric.load``, 4 more); ``sharded`` (DSignSGD on the
+FSDP2 model of Fabric's ModelParallelStrategy, 8 steps recorded). Writes ``OUT_DIR/rank{r}.pt``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from integration_cases import BATCH, LR, dataset, flat, join_group, loss_fn, make_net
 from lightning.fabric import Fabric
+from lightning.fabric.strategies import ModelParallelStrategy
+from torch.distributed.fsdp import fully_shard
 
 import compsde
 
@@ -49,6 +52,27 @@ def train(fabric: Fabric, net, model, optimizer, batches: list) -> tuple[list, l
     return record, losses
 
 
+def shard(net: torch.nn.Module, mesh) -> torch.nn.Module:
+    """Fabric's parallelize_fn: both linear layers, then the whole net, with FSDP2."""
+    for layer in (net[0], net[2]):
+        fully_shard(layer, mesh=mesh["data_parallel"])
+    return fully_shard(net, mesh=mesh["data_parallel"])
+
+
+def sharded_run() -> dict:
+    """DSignSGD on the FSDP2 model Fabric's ModelParallelStrategy hands out."""
+    fabric = Fabric(accelerator="cpu", devices=2, strategy=ModelParallelStrategy(
+        shard, data_parallel_size=2, tensor_parallel_size=1))
+    fabric.launch()
+    net = make_net()
+    model = fabric.setup(net)
+    optimizer = fabric.setup_optimizers(torch.optim.SGD(model.parameters(), lr=LR))
+    state = compsde.distributed.register(model, "dsignsgd", seed=0)
+    steps, losses = train(fabric, net, model, optimizer, batches(fabric))
+    return {"steps": steps, "losses": losses, "counters": state.counters(),
+            "params": flat(net), "state": type(state).__name__}
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     rank, _ = join_group()
@@ -70,6 +94,7 @@ def main() -> None:
     fabric.load(path, {"model": model, "optimizer": optimizer, "compsde": state})
     train(fabric, net, model, optimizer, data[4:])
     record["resumed"] = {"params": flat(net), "counters": state.counters(), "step": state.step}
+    record["sharded"] = sharded_run()
     torch.save(record, out / f"rank{rank}.pt")
 
 

@@ -49,7 +49,9 @@ def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def flat(net: nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in net.parameters()]).clone()
+    """The parameters, flat (gathered in full where FSDP2 shards them)."""
+    return torch.cat([(p.full_tensor() if hasattr(p, "full_tensor") else p).detach()
+                      .reshape(-1) for p in net.parameters()]).clone()
 
 
 def n_params() -> int:
@@ -88,11 +90,11 @@ def launch(worker: str, out: Path, timeout: float = 120.0) -> list[dict]:
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
-def check_exact_dsignsgd(ranks: list[dict]) -> None:
+def check_exact_dsignsgd(ranks: list[dict], key: str = "exact") -> None:
     """Every recorded step is ``x − η · mean_i sign(g_i)`` of the two ranks' own gradients on
     their own (different) batches; the ranks hold the same parameters throughout; the loss
     falls."""
-    runs = [rank["exact"] for rank in ranks]
+    runs = [rank[key] for rank in ranks]
     steps = list(zip(*(run["steps"] for run in runs), strict=True))
     assert len(steps) == 8
     disagreements = 0

@@ -17,18 +17,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lightning.pytorch as pl
-from integration_cases import BATCH, LR, dataset, join_group, loss_fn, make_net
+from integration_cases import BATCH, LR, dataset, flat, join_group, loss_fn, make_net
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch.distributed.fsdp import fully_shard
 
 from compsde.lightning import Compression
 
 RANDK = "dcsgd:randk:ratio=0.25"
-
-
-def full_flat(net: torch.nn.Module) -> torch.Tensor:
-    """The full (unsharded) parameters, flat, in ``make_net``'s order."""
-    return torch.cat([p.full_tensor().detach().reshape(-1) for p in net.parameters()])
 
 
 class ShardedRegression(pl.LightningModule):
@@ -57,10 +52,10 @@ class Recorder(pl.Callback):
         self.steps, self.losses = [], []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._before = (full_flat(pl_module.net), batch[0].clone(), batch[1].clone())
+        self._before = (flat(pl_module.net), batch[0].clone(), batch[1].clone())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.steps.append((*self._before, full_flat(pl_module.net)))
+        self.steps.append((*self._before, flat(pl_module.net)))
         self.losses.append(float(outputs["loss"]))
 
 
@@ -76,7 +71,7 @@ def fit(out: Path, epochs: int, callbacks: list, ckpt_path: str | None = None):
 
 
 def summary(callback: Compression, module: pl.LightningModule) -> dict:
-    return {"params": full_flat(module.net), "step": callback.state.step,
+    return {"params": flat(module.net), "step": callback.state.step,
             "counters": callback.state.counters(), "metrics": callback.metrics(),
             "state": type(callback.state).__name__}
 

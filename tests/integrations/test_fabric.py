@@ -34,3 +34,8 @@ def test_a_checkpoint_resume_is_bitwise_the_uninterrupted_run(ranks):
 
 def test_register_took_fabrics_own_wrapper(ranks):
     assert ranks[0]["exact"]["wrapper"] == "_FabricModule"
+
+
+def test_the_step_on_fabrics_fsdp2_model_is_dsignsgd(ranks):
+    assert ranks[0]["sharded"]["state"] == "FSDPState"
+    check_exact_dsignsgd(ranks, "sharded")
