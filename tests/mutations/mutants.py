@@ -258,3 +258,20 @@ def arithmetic_means_of_unequal_agents(monkeypatch: Any) -> None:
         return coefficients
 
     mutate(monkeypatch, curves, "linear_coefficients", wrong)
+
+
+def dcsgd_closed_form_without_gradient_part(monkeypatch: Any) -> None:
+    """DCSGD's closed forms drop the gradient part ηλ²ω̄/N of the second-moment recursion."""
+    from compsde.theory import curves
+
+    def wrong(original: Any) -> Any:
+        def coefficients(model: QuadraticModel, kind: str) -> Any:
+            first, second = original(model, kind)
+            if model.method == "dcsgd":
+                lam, eta = model.eigenvalues, model.lr
+                first = (1 - eta * lam) ** 2 if kind == "discrete" else 2 * lam
+            return first, second
+
+        return coefficients
+
+    mutate(monkeypatch, curves, "linear_coefficients", wrong)

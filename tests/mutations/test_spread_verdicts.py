@@ -45,7 +45,7 @@ def panel_c() -> dict:
 
 
 def panel_e() -> dict:
-    return fig1.panel_mean(fig1.GRADIENT, TEST["runs"], 0, False, "E", spread=True)
+    return fig1.panel_gradient(fig1.GRADIENT, TEST["runs"], 0, False)
 
 
 def test_readme_example_passes_with_its_first_order_budget(tmp_path):
@@ -86,7 +86,8 @@ def test_wrong_gradient_part_fails_validate(mutant, monkeypatch, caught, tmp_pat
 
 
 @pytest.mark.parametrize("mutant", ["dcsgd_sde_without_gradient_part",
-                                    "randk_agents_share_one_subset"])
+                                    "randk_agents_share_one_subset",
+                                    "dcsgd_closed_form_without_gradient_part"])
 def test_wrong_gradient_part_fails_fig1_panel_e(mutant, monkeypatch, caught):
     getattr(mutants, mutant)(monkeypatch)
     caught(panel_e()["verdict"])
