@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import (
@@ -70,6 +71,25 @@ def check_strategy(strategy: Strategy) -> None:
         raise ValueError(f"strategy: FSDPStrategy shards with FSDP1, which has no custom "
                          f"reduce-scatter; use {SUPPORTED_STRATEGIES}")
     raise ValueError(f"strategy must be {SUPPORTED_STRATEGIES}, got {name}")
+
+
+def optimizer_note(optimizers: list[torch.optim.Optimizer]) -> str:
+    """Why the optimizer step is not exactly the method's ``x ← x − η · mean_i m_i``
+    (THEORY.md §2): anything but plain SGD (momentum, weight decay, another optimizer) still
+    receives the method's averaged message, but steps with it differently. Empty if plain."""
+    for optimizer in optimizers:
+        if type(optimizer) is not torch.optim.SGD:
+            return (f"optimizer {type(optimizer).__name__} steps with the method's averaged "
+                    f"message in its own way; the step is the method's own only with plain "
+                    f"torch.optim.SGD")
+        for group in optimizer.param_groups:
+            extras = [k for k in ("momentum", "weight_decay", "dampening")
+                      if group.get(k, 0)] + (["nesterov"] if group.get("nesterov") else [])
+            if extras:
+                return (f"optimizer SGD with {', '.join(extras)} steps with the method's "
+                        f"averaged message in its own way; the step is the method's own only "
+                        f"with plain SGD")
+    return ""
 
 
 def sharded_root(model: nn.Module) -> nn.Module:
@@ -154,6 +174,9 @@ class Compression(Callback):
             self.state.load_state_dict(self._loaded)
             self._loaded = None
         self._primed = False
+        note = optimizer_note(trainer.optimizers)
+        if note:
+            warnings.warn(note, stacklevel=2)
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any,
                              batch_idx: int) -> None:

@@ -26,7 +26,7 @@ from integration_cases import (
     sign_bits_bytes,
 )
 
-from compsde.lightning import Compression, check_strategy
+from compsde.lightning import Compression, check_strategy, optimizer_note
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +99,11 @@ def test_a_single_process_trainer_fails_before_the_first_step(tmp_path):
     with pytest.raises(ValueError, match=r"one process.*torchrun --nproc-per-node"):
         trainer.fit(module)
     assert all(torch.equal(p, b) for p, b in zip(module.parameters(), before, strict=True))
+
+
+def test_optimizers_other_than_plain_sgd_are_noted():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    assert optimizer_note([torch.optim.SGD(params, lr=0.1)]) == ""
+    assert "Adam" in optimizer_note([torch.optim.Adam(params)])
+    assert "momentum" in optimizer_note([torch.optim.SGD(params, lr=0.1, momentum=0.9)])
+    assert "weight_decay" in optimizer_note([torch.optim.SGD(params, lr=0.1, weight_decay=1)])
