@@ -44,7 +44,6 @@ from .fsdp import FSDPState, _check_dtype, check_units, reduce_scatter_bytes
 from .fsdp_units import Unit
 
 MESH_NAMES = ("replicate", "shard")
-_solo_groups: dict[int, dist.ProcessGroup] = {}
 
 
 class HSDPState(FSDPState):
@@ -97,12 +96,8 @@ class ReplicaReduce:
 
 
 def _solo_group() -> dist.ProcessGroup:
-    """A process group of this rank alone (made once per process, without the others)."""
-    rank = dist.get_rank()
-    group = _solo_groups.get(rank)
-    if group is None:
-        group = _solo_groups[rank] = dist.new_group([rank], use_local_synchronization=True)
-    return group
+    """A process group of this rank alone (made without the other ranks taking part)."""
+    return dist.new_group([dist.get_rank()], use_local_synchronization=True)
 
 
 def hsdp_mesh(units: list[Unit]) -> Any:
