@@ -8,7 +8,7 @@ Variants, in one process group per network and world size:
   (``bf16-hook``, ``bf16_compress_hook``, only with ``--variants``: PyTorch refuses it on gloo,
   it needs NCCL 2.10+);
 - ``powersgd-r1``: PyTorch's PowerSGD hook (rank 1, single bucket: it deadlocks on gloo with
-  several, DESIGN.md);
+  several; docs/DESIGN.md, "No waiting inside `.then()`");
 - ``ours-dsgd``, ``ours-randk-1%`` (``dcsgd:randk:ratio=0.01``), ``ours-dsignsgd`` (the
   ``auto`` sign wire: bit all-gather up to 4 ranks, sign reduce-scatter beyond);
 - ``fsdp-fp32`` (every block ``fully_shard``-ed, FSDP's own fp32 reduce-scatter) and

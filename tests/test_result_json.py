@@ -1,5 +1,5 @@
 """Every result.json records the versions and every setting that changes its numbers, and every
-file written honours the user's umask (DESIGN.md: results are shared)."""
+file written honours the user's umask (docs/DESIGN.md, "Atomic writes": results are shared)."""
 
 from __future__ import annotations
 

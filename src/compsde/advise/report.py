@@ -1,4 +1,5 @@
-"""The advisor's outputs: a text table, ``result.json`` and one PNG (DESIGN.md conventions)."""
+"""The advisor's outputs: a text table, ``result.json`` and one PNG, written atomically
+(docs/DESIGN.md, "Atomic writes")."""
 
 from __future__ import annotations
 

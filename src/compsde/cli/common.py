@@ -33,7 +33,7 @@ def flag_message(command: click.Command | None, message: str) -> str:
     """Name the flag as typed: ``record_every must be …`` → ``--record-every must be …``.
 
     The library's errors name the Python parameter; when it is one of ``command``'s options
-    the CLI shows its flag instead (DESIGN.md: the CLI names the flag).
+    the CLI shows its flag instead (docs/DESIGN.md, "Errors: one line, exit 2").
     """
     match = _LEADING_NAME.match(message)
     if command is None or match is None:
@@ -191,8 +191,8 @@ def parse_x0(text: str) -> float | list[float]:
 
 
 def problem_options(default_out: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The flags every simulation-like command shares (DESIGN.md contracts); ``--out``
-    defaults to ``default_out`` (each command its own folder)."""
+    """The flags every simulation-like command shares (docs/DESIGN.md, "The command line");
+    ``--out`` defaults to ``default_out`` (each command its own folder)."""
     return functools.partial(_add_problem_options, default_out=default_out)
 
 

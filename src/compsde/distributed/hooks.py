@@ -11,9 +11,10 @@ parameter, so a plain ``torch.optim.SGD(lr=η)`` step performs ``x ← x − η 
 
 Each hook call issues its collectives from the hook body and decodes in a ``.then()``
 callback that never waits on anything (PyTorch's PowerSGD hook waits inside ``.then()`` and
-deadlocks on gloo with several buckets; DESIGN.md). The sign reduce-scatter's second
-collective (the counts to every rank, an all-to-all) is issued from the next bucket's hook body
-(:class:`_ScatterStage`), so every rank issues collectives in one order. The wire of every
+deadlocks on gloo with several buckets; docs/DESIGN.md, "No waiting inside `.then()`"). The
+sign reduce-scatter's second collective (the counts to every rank, an all-to-all) is issued
+from the next bucket's hook body (:class:`_ScatterStage`), so every rank issues collectives in
+one order. The wire of every
 method is documented in :mod:`.codecs`; traffic accounting in :mod:`.wire`.
 
 Bucket layouts: DDP reduces the first backward pass in one bucket, then rebuilds its buckets

@@ -40,7 +40,7 @@ class UsageError(ValueError):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:          # one line, exit 2 (DESIGN.md)
+    def error(self, message: str) -> None:  # one line, exit 2 (docs/DESIGN.md, "Errors")
         raise UsageError(message)
 
 

@@ -2,8 +2,9 @@
 
 - :func:`derive_seed` / :func:`generator_for` turn ``(seed, step, bucket[, rank])`` into a
   ``torch.Generator``. Every rank computes the same generator for the same key, so Rand-k
-  indices and Bernoulli masks drawn from it agree across ranks without being sent (DESIGN.md
-  conventions); a rank's private randomness (QSGD rounding, injected noise) adds its rank.
+  indices and Bernoulli masks drawn from it agree across ranks without being sent
+  (docs/DESIGN.md, "Randomness"); a rank's private randomness (QSGD rounding, injected noise)
+  adds its rank.
 - Sign bits use the layout of ``compsde.compressors.bits.pack_signs`` (bit 1 = ``x ≥ 0``, most
   significant bit first, last byte zero-padded). :class:`SignPacker` writes them into a
   preallocated buffer; :class:`SignCounter` turns the N gathered bit vectors into

@@ -1,8 +1,9 @@
 """On-disk cache of finished runs, so interrupted sweeps resume without recomputing anything.
 
-DESIGN.md (conventions): long work can be interrupted and resumed; sweeps cache each finished run
-keyed by its config, and files are written atomically. A run's key is the SHA-256 of its config
-as canonical JSON (sorted keys) together with a code-version string; the entry is
+docs/DESIGN.md ("Caches keyed by the code", "Atomic writes"): long work can be interrupted and
+resumed; sweeps cache each finished run keyed by its config, and files are written atomically.
+A run's key is the SHA-256 of its config as canonical JSON (sorted keys) together with a
+code-version string; the entry is
 ``FOLDER/<key>.json`` holding ``{"key", "version", "config", "result", "digest"}``, written with
 :func:`compsde.io.write_json` (temp file + rename), so a killed process leaves either no entry or
 a complete one. ``digest`` is the SHA-256 of the result's canonical JSON: an entry is verified

@@ -1,6 +1,6 @@
 """Offline image data sets, sharded by rank, with stateless per-step batches.
 
-Nothing is downloaded (DESIGN.md: offline data only). Specs:
+Nothing is downloaded (docs/DESIGN.md, "Offline data"). Specs:
 
 - ``fashion-mnist[:path=DIR]`` — the idx ``.gz`` files of Debian's ``dataset-fashion-mnist``
   (default ``/usr/share/datasets/fashion-mnist``; the environment variable

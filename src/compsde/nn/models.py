@@ -1,9 +1,10 @@
 """Models for the real-training side: MLP, CIFAR-style ResNet and a small ViT, in plain torch.
 
-torchvision is not available beside the pinned torch (DESIGN.md), so every layer here is built
-from ``torch.nn`` primitives. All models take images ``(batch, C, H, W)`` and return logits
-``(batch, classes)``. They are used by the torchrun trainer (``compsde.distributed.train``) and
-by the figure reproductions that train real networks (THEORY.md §7, figures 2 and 4).
+torchvision is not available beside the pinned torch (docs/DESIGN.md, "Environment"), so every
+layer here is built from ``torch.nn`` primitives. All models take images ``(batch, C, H, W)``
+and return logits ``(batch, classes)``. They are used by the torchrun trainer
+(``compsde.distributed.train``) and by the figure reproductions that train real networks
+(THEORY.md §7, figures 2 and 4).
 
 Specs (parsed like every other spec in compsde, ``NAME[:KEY=VALUE,...]``):
 
