@@ -104,6 +104,7 @@ def main() -> None:
     for name, (spec, options) in CASES.items():
         _, state, params = train(mesh, spec, options, rank)
         results[name] = {"params": params, "step": state.step, "counters": state.counters(),
+                         "dimensions": state.bytes_per_dimension(),
                          "units": state.units, "world": state.world, "shards": state.shards}
     results["resume"] = resumed(mesh, rank)
     results["refused"] = refused()

@@ -87,6 +87,8 @@ def test_bytes_per_dimension_equal_the_analytic_counts(ranks):
             counters = result[name]["counters"]
             assert counters["bytes_shard_sent"] == pytest.approx(node, rel=1e-12)
             assert counters["bytes_fp32_allreduce"] == pytest.approx(fp32, rel=1e-12)
+            assert result[name]["dimensions"] == {"replicate": counters["bytes_sent"],
+                                                  "shard": counters["bytes_shard_sent"]}
         assert result["dsgd"]["counters"]["bytes_sent"] == pytest.approx(fp32, rel=1e-12)
         sign = result["dsignsgd"]["counters"]["bytes_sent"]
         assert sign == pytest.approx(bits, rel=1e-12)

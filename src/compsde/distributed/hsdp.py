@@ -67,6 +67,11 @@ class HSDPState(FSDPState):
     def counters(self) -> dict[str, float]:
         return {**super().counters(), "bytes_shard_sent": self.bytes_shard_sent}
 
+    def bytes_per_dimension(self) -> dict[str, float]:
+        """Bytes this rank has sent on each mesh dimension: ``replicate`` (across nodes, the
+        method's wire) and ``shard`` (FSDP's exact reduce-scatter within the node)."""
+        return {"replicate": self.bytes_sent, "shard": self.bytes_shard_sent}
+
     def account_node(self, shard: int, element_size: int) -> None:
         """The reduce-scatter within the node that produced a shard of ``shard`` entries."""
         moved = reduce_scatter_bytes(shard * self.shards * element_size, self.shards)
