@@ -1,7 +1,8 @@
 """One rank of the Lightning Trainer tests: ``python lightning_worker.py OUT_DIR``.
 
 Runs, on the 2 gloo ranks of tests/distributed/ddp_spawn.py: ``exact`` (DSignSGD, 2 epochs,
-every step recorded, a CSV logger), and Rand-k ``straight`` (2 epochs),
+every step recorded, a CSV logger), ``accumulate`` (the same with accumulate_grad_batches=2),
+and Rand-k ``straight`` (2 epochs),
 ``resumed`` (1 epoch, a checkpoint, a fresh module and callback resumed to 2 epochs), and the
 same two with ``prime=False``. Writes ``OUT_DIR/rank{r}.pt``.
 """
@@ -56,12 +57,13 @@ class Recorder(pl.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-def fit(out: Path, epochs: int, callbacks: list, logger=False, ckpt_path: str | None = None
-        ) -> tuple[pl.Trainer, Regression]:
+def fit(out: Path, epochs: int, callbacks: list, logger=False, ckpt_path: str | None = None,
+        accumulate: int = 1) -> tuple[pl.Trainer, Regression]:
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy=DDPStrategy(), max_epochs=epochs,
                          callbacks=callbacks, logger=logger, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
-                         log_every_n_steps=2, default_root_dir=str(out))
+                         log_every_n_steps=2, default_root_dir=str(out),
+                         accumulate_grad_batches=accumulate)
     module = Regression()
     trainer.fit(module, ckpt_path=ckpt_path)
     return trainer, module
@@ -95,6 +97,10 @@ def main() -> None:
     _, module = fit(out, 2, [compression, recorder], logger=logger)
     record = {"exact": {**summary(compression, module), "steps": recorder.steps,
                         "losses": recorder.losses, "csv": str(out / "logs" / "version_0")}}
+    recorder, compression = Recorder(), Compression("dsignsgd", seed=0)
+    trainer, module = fit(out, 2, [compression, recorder], accumulate=2)
+    record["accumulate"] = {**summary(compression, module), "steps": recorder.steps,
+                            "global_step": trainer.global_step}
     record["resume"] = resume_pair(out, prime=True)
     record["resume-noprime"] = resume_pair(out, prime=False)
     torch.save(record, out / f"rank{rank}.pt")

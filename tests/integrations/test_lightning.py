@@ -17,11 +17,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from integration_cases import (
+    LR,
     check_ddp_sign_bytes,
     check_exact_dsignsgd,
     check_resume,
     fp32_allreduce_bytes,
     launch,
+    local_gradient,
     n_params,
     sign_bits_bytes,
 )
@@ -107,3 +109,19 @@ def test_optimizers_other_than_plain_sgd_are_noted():
     assert "Adam" in optimizer_note([torch.optim.Adam(params)])
     assert "momentum" in optimizer_note([torch.optim.SGD(params, lr=0.1, momentum=0.9)])
     assert "weight_decay" in optimizer_note([torch.optim.SGD(params, lr=0.1, weight_decay=1)])
+
+
+def test_gradient_accumulation_reduces_once_per_optimizer_step(ranks):
+    runs = [rank["accumulate"] for rank in ranks]
+    assert runs[0]["global_step"] == runs[0]["step"] == 4        # 8 micro-batches, k = 2
+    assert runs[0]["counters"]["bytes_sent"] == sign_bits_bytes(n_params(), 2, 4)
+    micro = list(zip(*(run["steps"] for run in runs), strict=True))
+    for first, second in zip(micro[::2], micro[1::2], strict=True):
+        before = first[0][0]
+        assert torch.equal(second[0][0], first[0][3])              # no step in between
+        assert torch.equal(first[0][3], before)
+        # each rank's message: the sign of its gradient summed over its two micro-batches
+        signs = [torch.where(local_gradient(before, a[1], a[2])
+                             + local_gradient(before, b[1], b[2]) >= 0, 1.0, -1.0)
+                 for a, b in zip(first, second, strict=True)]
+        assert torch.equal(second[0][3], before - LR * torch.stack(signs).mean(0))
