@@ -272,3 +272,81 @@ def test_cli_fashion_mnist_under_two_minutes(tmp_path):
     assert time.perf_counter() - started < 120
     assert "recommendation:" in done.stdout
     assert (tmp_path / "result.json").is_file() and (tmp_path / "advise.png").is_file()
+
+
+def _drawn(advice, monkeypatch):
+    """The figure ``plot`` draws (not saved)."""
+    from compsde.advise import report
+
+    seen = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: seen.append(fig) or path)
+    monkeypatch.setattr(report.plt, "close", lambda fig: None)
+    report.plot(advice, "unused.png")
+    return seen[0]
+
+
+@pytest.mark.parametrize("bandwidth", [None, 1e6])
+def test_plot_draws_no_bars_on_log_axes(bandwidth, generator, monkeypatch):
+    from matplotlib.patches import Rectangle
+
+    _, m = measure_quadratic("gaussian:scale=1", generator, d=50,
+                             compressors=("randk:ratio=0.02", "randk:ratio=0.5"))
+    a = advise(m, lr=LR, agents=AGENTS, bandwidth=bandwidth, compute_seconds=1e-3)
+    fig = _drawn(a, monkeypatch)
+    logs = [ax for ax in fig.axes if ax.get_yscale() == "log" and ax.get_xscale() == "linear"]
+    assert logs                                   # the loss panel spans decades here
+    for ax in logs:
+        assert not [p for p in ax.patches if isinstance(p, Rectangle)], ax.get_title()
+
+
+def test_plot_does_not_promise_batches_to_methods_without_finite_variance(generator,
+                                                                          monkeypatch):
+    _, m = measure_quadratic("student-t:nu=1.5,scale=1", generator, d=50, samples=512)
+    a = advise(m, lr=LR, agents=AGENTS)
+    assert not a.by_spec("dsgd").finite and a.recommendation["spec"] == "dsignsgd"
+    fig = _drawn(a, monkeypatch)
+    legends = [t.get_text() for ax in fig.axes if ax.get_legend()
+               for t in ax.get_legend().get_texts()]
+    reference = next(t for t in legends if t.startswith("reference loss"))
+    assert "bring the others down" not in reference and "infinite variance" in reference
+
+
+def test_batch_law_sets_the_matched_batch(generator):
+    """γ̂ in every batch rule (§5a): a loss factor F needs the batch ×F^{1/(2γ)}."""
+    import dataclasses
+
+    _, m = measure_quadratic("gaussian:scale=1", generator, d=50, samples=64)
+    assert m.batch_law is not None and abs(m.batch_law.gamma - 0.5) <= 4 * m.batch_law.se
+    slow = dataclasses.replace(m, batch_law=dataclasses.replace(m.batch_law, gamma=0.25))
+    half, quarter = (advise(x, lr=LR, agents=AGENTS, batch=1) for x in (m, slow))
+    for a, b in zip(half.predictions, quarter.predictions, strict=True):
+        if a.match_factor is not None and a.match_factor > 1:
+            assert b.match_batch == math.ceil(a.match_factor ** 2 - 1e-9)
+            assert a.match_batch == math.ceil(a.match_factor - 1e-9)
+    sign = quarter.by_spec("dsignsgd")
+    assert sign.match_lr == pytest.approx(sign.lr * (1 / sign.match_batch) ** 0.25)
+
+
+def test_flat_batch_law_recommends_what_still_works(generator):
+    """γ̂ ≈ 0: no batch recovers a loss; DSignSGD is matched by agents, the others by lr."""
+    import dataclasses
+
+    _, m = measure_quadratic("gaussian:scale=1", generator, d=50, samples=64)
+    flat = dataclasses.replace(m, batch_law=dataclasses.replace(m.batch_law, gamma=0.01))
+    result = advise(flat, lr=LR, agents=AGENTS, batch=1)
+    sign = result.by_spec("dsignsgd")
+    assert sign.match_factor > 1 and sign.match_knob == "agents"
+    assert sign.match_batch == 1 and sign.match_agents == math.ceil(AGENTS * sign.match_factor)
+    knobs = {a["knob"]: a for a in sign.adjustments}
+    assert knobs["batch"]["possible"] is False and "impossible" in knobs["batch"]["formula"]
+    assert knobs["agents"]["possible"] and knobs["lr"]["possible"]
+    dcsgd = result.by_spec("dcsgd:randk:ratio=0.25")
+    if dcsgd.finite:
+        knobs = {a["knob"]: a for a in dcsgd.adjustments}
+        assert not knobs["batch"]["possible"] and not knobs["agents"]["possible"]
+        assert dcsgd.match_knob == "lr" and dcsgd.match_lr == pytest.approx(
+            LR / dcsgd.match_factor)
+    text = table(result)
+    assert "no batch recovers" in text and "γ̂ = 0.01" in text
+    assert "compute ms" in text.splitlines()[next(
+        i for i, line in enumerate(text.splitlines()) if line.startswith("method"))]

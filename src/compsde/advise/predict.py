@@ -21,13 +21,18 @@ point, ``η_m ∇fᵀE[d_m] / (η‖∇f‖²)`` (1 for DSGD/DCSGD, unbiased; fo
 ``(η_s/η) Σ_j |∂_j f| φ_j / Σ_j (∂_j f)²`` with ``φ_j = 2F_ν(|∂_j f|/σ_j) − 1``, §3) — below 1
 when coordinates are in Phase 1, where sign moves by η_s whatever the gradient. ``speed`` is the
 smaller of the two.
+**Batch law** (§5a): the measured exponent γ̂ of ``scale ∝ B^{−γ}`` (``m.gamma``; ½ where not
+measured) makes every loss ∝ ``B^{−2γ}``, so a loss factor ``F`` needs the batch ×``F^{1/(2γ)}``
+(``F`` at γ = ½); DSGD/DCSGD's agents follow the same law, DSignSGD's mean of N bounded signs
+keeps ``1/N`` whatever the tails. ``γ̂ ≤ GAMMA_FLOOR``: no batch (nor, for DSGD/DCSGD, agents)
+recovers the loss — DSignSGD is matched by agents ``N·F``, the others by the lr ``η/F``.
 **Recommendation**: the reference loss is DSGD's (or, if it has none, the lowest finite one);
-every method with a finite loss is brought to it by the batch rule (loss ∝ 1/B at fixed speed:
-factor ``F_m/F_ref``, which is §5's ``(1+ω)/ρ`` for DCSGD); its time per step is
-``t_compute · F_m/F_ref + t_codec + t_comm`` (the codec's measured encode + decode time,
-:mod:`.codec_time`; alpha-beta, :mod:`.network`); the score is time per step /
-speed, i.e. wall time to the same loss at the same progress. Lowest score wins; the recommended
-batch is ``⌈B · F_m/F_ref⌉``.
+every method with a finite loss is brought to it by the batch rule (loss factor
+``F = F_m/F_ref``, §5's ``(1+ω)/ρ`` for DCSGD; batch ×``F^{1/(2γ)}``, the knob above where
+that is impossible); its time per step is ``t_compute · (batch factor) + t_codec + t_comm``
+(the codec's measured encode + decode time, :mod:`.codec_time`; alpha-beta, :mod:`.network`);
+the score is time per step / speed (÷F more for an lr match), i.e. wall time to the same loss
+at the same progress. Lowest score wins.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from typing import Any
 
 from .. import compressors
 from .._checks import check_float, check_int, check_positive
+from ..diagnose.batch_law import GAMMA_FLOOR, batch_factor
 from ..diagnose.measure import NoiseMeasurement
 from ..scaling import dcsgd_from_dsgd
 from ..theory import ell, stability_limit
@@ -49,7 +55,8 @@ CLOSE_CALL = 1.15     # a runner-up within 15 % of the best score is reported as
 ASSUMPTIONS = (
     "noise: diagonal (per coordinate, correlations ignored); Var(g_j) from Welford, Student-t "
     "scale σ_j and one shared ν̂ from the t fit; measured at batch B at this point of training, "
-    "other batches follow the σ/√B convention (THEORY.md §1)",
+    "other batches follow the measured law σ·(B/B')^γ̂ (γ̂ from B, 4B, 16B means, THEORY.md "
+    "§5a; γ = ½ where it was not measured)",
     "landscape: near the optimum a quadratic with largest curvature L (power iteration); "
     "stationary losses are leading-order SDE values (THEORY.md §4); DCSGD uses "
     "E‖∇f‖² ≤ 2L·E f (an upper bound), DSignSGD a Hessian diagonal in the parameters (Phase 3)",
@@ -86,6 +93,9 @@ class Prediction:
     match_factor: float | None = None
     match_batch: int | None = None
     match_lr: float | None = None
+    match_agents: int | None = None
+    match_knob: str | None = None
+    match_compute_seconds: float | None = None
     score: float | None = None
     adjustments: list[dict[str, Any]] = field(default_factory=list)
 
@@ -257,8 +267,16 @@ def advise(measurement: NoiseMeasurement, *, lr: float, agents: int, batch: int 
         if outside > 0.1:
             warnings.append(f"DSignSGD: {outside:.0%} of coordinates would sit outside Phase 3 at "
                             f"stationarity (Y > 1 at curvature L); its loss is less accurate")
+    law = m.batch_law
+    if law is None:
+        warnings.append("batch law not measured (needs 64 mini-batches): batch and agent rules "
+                        "assume the Gaussian γ = ½")
+    elif law.flat:
+        warnings.append(f"batch law {law.text()} ≤ {GAMMA_FLOOR}: averaging a batch does not "
+                        f"shrink the noise, no batch recovers a loss; matched by DSignSGD's "
+                        f"agents (its mean of signs falls as 1/N) or a smaller lr")
     reference, recommendation = _recommend(preds, lr, batch, agents, L, bandwidth, compute,
-                                           warnings)
+                                           warnings, m.gamma)
     return Advice(m, lr, batch, agents, bandwidth, latency, L, compute, preds, reference,
                   recommendation, warnings)
 
@@ -273,9 +291,27 @@ def _sign_drift(m: NoiseMeasurement, lr_ratio: float) -> float | None:
     return lr_ratio * float((loc.abs() * m.sign_means().abs()).sum()) / denom
 
 
+def _match(p: Prediction, factor: float, gamma: float, batch: int,
+           agents: int) -> tuple[str, float, int, float, float]:
+    """The knob that divides ``p``'s loss by ``factor`` (module docstring, §5a):
+    ``(knob, batch multiplier, agents, lr, speed multiplier)``."""
+    flat = gamma <= GAMMA_FLOOR
+    if factor <= 1 and flat:
+        return "none", 1.0, agents, p.lr, 1.0
+    if not flat:
+        mult = factor ** (1 / (2 * gamma))
+        b = max(1, math.ceil(batch * mult - 1e-9))
+        lr = p.lr * (batch / b) ** gamma if p.method == "dsignsgd" else p.lr
+        return "batch", mult, agents, lr, 1.0
+    if p.method == "dsignsgd":
+        return "agents", 1.0, max(1, math.ceil(agents * factor - 1e-9)), p.lr, 1.0
+    return "lr", 1.0, agents, p.lr / factor, 1.0 / factor
+
+
 def _recommend(preds: list[Prediction], lr: float, batch: int, agents: int, L: float | None,
                bandwidth: float | None, compute: float | None,
-               warnings: list[str]) -> tuple[str | None, dict[str, Any] | None]:
+               warnings: list[str], gamma: float = 0.5
+               ) -> tuple[str | None, dict[str, Any] | None]:
     finite = [p for p in preds if p.finite]
     if not finite:
         return None, None
@@ -290,16 +326,20 @@ def _recommend(preds: list[Prediction], lr: float, batch: int, agents: int, L: f
     for p in finite:
         factor = float(p.stationary_loss) / ref_loss  # type: ignore[arg-type]
         p.match_factor = factor
-        p.match_batch = max(1, math.ceil(batch * factor - 1e-9))
-        p.match_lr = p.lr * math.sqrt(batch / p.match_batch) if p.method == "dsignsgd" else p.lr
-        step = unit * factor + (p.comm_seconds or 0.0) + (p.codec_seconds or 0.0)
-        p.score = step / p.speed if p.speed > 0 else math.inf
-        p.adjustments = _adjustments(p, ref, lr, batch, agents, L)
+        knob, mult, p.match_agents, p.match_lr, pace = _match(p, factor, gamma, batch, agents)
+        p.match_knob = knob
+        p.match_batch = max(1, math.ceil(batch * mult - 1e-9))
+        p.match_compute_seconds = None if compute is None else compute * mult
+        step = unit * mult + (p.comm_seconds or 0.0) + (p.codec_seconds or 0.0)
+        p.score = step / (p.speed * pace) if p.speed > 0 else math.inf
+        p.adjustments = _adjustments(p, ref, lr, batch, agents, L, gamma)
     ranked = sorted(finite, key=lambda p: (p.score, p.bytes_per_step))  # type: ignore
     best = ranked[0]
     units = "s" if compute is not None or bandwidth is not None else "relative units"
     why = (f"lowest predicted time per step at the reference loss {ref_loss:.3g} of "
            f"{ref.spec}, divided by the speed: {best.score:.3g} {units}")
+    if best.match_knob in ("agents", "lr"):
+        why += f" (matched by its {best.match_knob}: no batch recovers the loss at γ̂ = {gamma:.3g})"
     if not dsgd.finite:
         why = f"DSGD has no stationary loss ({dsgd.loss_note.removeprefix('none: ')}); " + why
     runner = ranked[1] if len(ranked) > 1 else None
@@ -307,33 +347,61 @@ def _recommend(preds: list[Prediction], lr: float, batch: int, agents: int, L: f
         why += (f"; close call: {runner.spec} is within {CLOSE_CALL - 1:.0%} "
                 f"({runner.score:.3g}), well inside the model's error")
     return ref.spec, {"spec": best.spec, "lr": best.match_lr, "batch": best.match_batch,
-                      "agents": agents, "stationary_loss": ref_loss, "why": why,
+                      "agents": best.match_agents, "knob": best.match_knob, "gamma": gamma,
+                      "stationary_loss": ref_loss, "why": why,
                       "runner_up": None if runner is None else runner.spec}
 
 
+def _impossible(knob: str, gamma: float, instead: str) -> dict[str, Any]:
+    return {"knob": knob, "lr": None, "batch": None, "agents": None, "possible": False,
+            "formula": f"impossible at γ̂ = {gamma:.3g} ≤ {GAMMA_FLOOR}: the noise scale does not "
+                       f"fall with the {knob} (B^{{−γ}}); {instead}",
+            "matches": {"stationary_loss": False, "speed_steps": False}}
+
+
 def _adjustments(p: Prediction, ref: Prediction, lr: float, batch: int, agents: int,
-                 L: float | None) -> list[dict[str, Any]]:
-    """Hyperparameters that bring ``p`` to the reference loss by one knob (§5)."""
+                 L: float | None, gamma: float = 0.5) -> list[dict[str, Any]]:
+    """Hyperparameters that bring ``p`` to the reference loss by one knob (§5, §5a)."""
     if p is ref or p.match_factor is None:
         return []
     f = p.match_factor
+    flat = gamma <= GAMMA_FLOOR
+    instead = ("use DSignSGD's agents or a smaller lr" if p.method != "dsignsgd"
+               else "use its agents or a smaller lr")
     if p.method == "dcsgd" and ref.method == "dsgd":
         out = []
         for via in ("batch", "agents", "lr"):
+            if flat and via != "lr":
+                out.append(_impossible(via, gamma, instead))
+                continue
             rule = dcsgd_from_dsgd(lr, batch, agents, p.omega or 0.0, via=via, L=L,
-                                   first_order=L is None)
+                                   first_order=L is None, gamma=gamma if via != "lr" else 0.5)
             out.append({"knob": via, "lr": rule.config.lr, "batch": rule.config.batch,
                         "agents": rule.config.agents, "formula": rule.formula,
-                        "matches": rule.matches})
+                        "matches": rule.matches, "possible": True})
         return out
-    lr_b = p.lr * math.sqrt(1 / f) if p.method == "dsignsgd" else p.lr
-    return [
-        {"knob": "batch", "lr": lr_b, "batch": batch * f, "agents": agents,
-         "formula": "B·F/F_ref" + (" (η_s ∝ σ ∝ 1/√B)" if p.method == "dsignsgd" else ""),
-         "matches": {"stationary_loss": True, "speed_steps": True}},
-        {"knob": "agents", "lr": p.lr, "batch": batch, "agents": agents * f,
-         "formula": "N·F/F_ref", "matches": {"stationary_loss": True, "speed_steps": True}},
-        {"knob": "lr", "lr": p.lr / f, "batch": batch, "agents": agents,
-         "formula": "η·F_ref/F (speed per step × F_ref/F)",
-         "matches": {"stationary_loss": True, "speed_steps": False}},
-    ]
+    law = "" if gamma == 0.5 else f"^(1/(2γ)), γ̂ = {gamma:.3g}"
+    out = []
+    mult = batch_factor(f, gamma)
+    if mult is None:
+        out.append(_impossible("batch", gamma, instead))
+    else:
+        lr_b = p.lr * mult ** -gamma if p.method == "dsignsgd" else p.lr
+        out.append({"knob": "batch", "lr": lr_b, "batch": batch * mult, "agents": agents,
+                    "formula": f"B·(F/F_ref){law}" + (" (η_s ∝ σ ∝ B^−γ)"
+                                                      if p.method == "dsignsgd" else ""),
+                    "matches": {"stationary_loss": True, "speed_steps": True}, "possible": True})
+    if p.method == "dsignsgd":     # a mean of N bounded signs: 1/N whatever the tails
+        out.append({"knob": "agents", "lr": p.lr, "batch": batch, "agents": agents * f,
+                    "formula": "N·F/F_ref (signs are bounded: 1/N for every γ)",
+                    "matches": {"stationary_loss": True, "speed_steps": True}, "possible": True})
+    elif mult is None:
+        out.append(_impossible("agents", gamma, instead))
+    else:
+        out.append({"knob": "agents", "lr": p.lr, "batch": batch, "agents": agents * mult,
+                    "formula": f"N·(F/F_ref){law}",
+                    "matches": {"stationary_loss": True, "speed_steps": True}, "possible": True})
+    out.append({"knob": "lr", "lr": p.lr / f, "batch": batch, "agents": agents,
+                "formula": "η·F_ref/F (speed per step × F_ref/F)",
+                "matches": {"stationary_loss": True, "speed_steps": False}, "possible": True})
+    return out

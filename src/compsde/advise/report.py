@@ -41,6 +41,7 @@ def summary_lines(advice: Advice) -> list[str]:
         f"tail: {_nu_text(advice)}; Hill α = {_g(m.hill.alpha)} ± {_g(m.hill.se, 2)} "
         f"(k = {m.hill.k}); excess kurtosis median {_g(k['median'])}, mean {_g(k['mean'])}",
         f"variance: {'finite' if m.finite_variance else 'INFINITE'} — {m.variance_verdict()}",
+        batch_law_line(m),
         f"scale: Σ Var = {_g(m.variance_sum)}, median σ_j = "
         f"{_g(float(m.fit.scale[~m.fit.degenerate].median()))}, ‖∇f‖² ≈ {_g(m.grad_sq)}; "
         f"SNR |mean|/std median {_g(float(snr.median()))}",
@@ -52,15 +53,28 @@ def summary_lines(advice: Advice) -> list[str]:
         (f"; compute {1e3 * advice.compute_seconds:.3g} ms per gradient"
          if advice.compute_seconds is not None else ""),
     ]
-    return lines + group_lines(m.groups)
+    return lines + group_lines(m.groups, m.group_laws)
 
 
-def group_lines(groups: dict) -> list[str]:
+def batch_law_line(m: object) -> str:
+    """γ̂ of the whole model (scale ∝ B^{−γ}, §5a) with α or why α is not given."""
+    law = getattr(m, "batch_law", None)
+    if law is None:
+        return "batch law: not measured (needs 64 mini-batches); the rules assume γ = ½"
+    scales = ", ".join(f"{b}: {_g(math.exp(v - law.log_scales[0]))}"
+                       for b, v in zip(law.batches, law.log_scales, strict=True))
+    return (f"batch law: scale ∝ B^−γ, {law.text()} (Gaussian ½) from means at B = "
+            f"{'/'.join(map(str, law.batches))} (relative scales {scales}); {law.alpha_note}"
+            + ("; FLAT: no batch recovers a loss" if law.flat else ""))
+
+
+def group_lines(groups: dict, laws: dict | None = None) -> list[str]:
     """One line per parameter group: ν̂ ± se, Hill α ± se, phases, sparse coordinates."""
     if not groups:
         return []
+    laws = laws or {}
     lines = ["per parameter group (Student-t ν̂ ± se on the kept coordinates, Hill α ± se, "
-             "DSignSGD phases):"]
+             "batch law γ̂ ± se, DSignSGD phases):"]
     width = max(len(name) for name in groups)
     for name, g in groups.items():
         if not math.isfinite(g.nu) and math.isnan(g.nu):
@@ -71,7 +85,9 @@ def group_lines(groups: dict) -> list[str]:
         ph = g.phases
         lines.append(
             f"  {name:<{width}}  d = {g.size:,}  ν̂ = {nu} ± {_g(g.nu_se, 2)}  Hill α = "
-            f"{_g(g.hill_alpha)} ± {_g(g.hill_se, 2)}  P1 {ph['phase1']:.0%} P2 "
+            f"{_g(g.hill_alpha)} ± {_g(g.hill_se, 2)}  "
+            f"{laws[name].text() if laws.get(name) is not None else 'γ̂ —'}  "
+            f"P1 {ph['phase1']:.0%} P2 "
             f"{ph['phase2']:.0%} P3 {ph['phase3']:.0%}  ({g.kept:,} kept, {g.sparse:,} sparse)")
     return lines
 
@@ -79,7 +95,7 @@ def group_lines(groups: dict) -> list[str]:
 def table(advice: Advice) -> str:
     """Predictions per method, the recommendation, warnings and assumptions as text."""
     header = ("method", "lr", "stationary loss", "rate", "drift", "ω̂ (bound)", "bytes/step",
-              "collective", "codec ms", "comm ms", "batch@ref", "score")
+              "collective", "compute ms", "codec ms", "comm ms", "batch@ref", "score")
     rows = []
     for p in advice.predictions:
         omega = "" if p.omega is None else f"{p.omega:.3g} ({_g(p.omega_nominal)})"
@@ -88,6 +104,9 @@ def table(advice: Advice) -> str:
             else "infinite var.") + ")"
         rows.append((p.spec, _g(p.lr), loss, _g(p.rate), _g(p.drift), omega,
                      f"{p.bytes_per_step:,}", p.collective,
+                     _g(None if p.match_compute_seconds is None and p.compute_seconds is None
+                        else 1e3 * (p.match_compute_seconds if p.match_compute_seconds is not None
+                                    else p.compute_seconds)),
                      _g(None if p.codec_seconds is None else 1e3 * p.codec_seconds),
                      _g(None if p.comm_seconds is None else 1e3 * p.comm_seconds),
                      str(p.match_batch or "—"), _g(p.score)))
@@ -102,7 +121,8 @@ def table(advice: Advice) -> str:
         if p.adjustments:
             rules = "; or ".join(
                 f"{a['knob']}: lr {_g(a['lr'], 4)}, batch {_g(a['batch'], 4)}, agents "
-                f"{_g(a['agents'], 4)} [{a['formula']}]" for a in p.adjustments)
+                f"{_g(a['agents'], 4)} [{a['formula']}]" if a.get("possible", True)
+                else f"{a['knob']}: {a['formula']}" for a in p.adjustments)
             out.append(f"{p.spec} reaches the reference loss with {rules}")
     rec = advice.recommendation
     if rec is None:
@@ -151,17 +171,22 @@ def plot(advice: Advice, path: str | Path) -> Path:
     ax = axes[1, 0]
     losses = [p.stationary_loss if p.finite else np.nan for p in advice.predictions]
     colors = ["tab:green" if p.spec == best else "tab:gray" for p in advice.predictions]
-    ax.bar(pos, losses, color=colors)
     finite = [v for v in losses if np.isfinite(v) and v > 0]
     if finite and spans_decades(np.array(finite), 1.0):
-        ax.set_yscale("log")
-        ax.set_ylim(None, 10 * max(finite))      # room for the legend
-    elif finite:
-        ax.set_ylim(0, 1.35 * max(finite))
+        _dots(ax, pos, losses, colors)           # a bar's length means nothing on a log axis
+        ax.set_ylim(min(finite) / 3, 10 * max(finite))  # room for the legend
+    else:
+        ax.bar(pos, losses, color=colors)
+        if finite:
+            ax.set_ylim(0, 1.35 * max(finite))
     if rec is not None:
+        others = [p for p in advice.predictions if p.spec != rec["spec"]]
+        reachable = [p for p in others if p.finite]
+        reach = ("; larger batches bring the others down to it" if len(reachable) == len(others)
+                 else "; larger batches bring the others with a finite loss down to it"
+                 if reachable else "; no batch helps the others (infinite variance)")
         ax.axhline(rec["stationary_loss"], color="k", linestyle="--", linewidth=1,
-                   label=f"reference loss ({advice.reference}); larger batches bring the "
-                         f"others down to it")
+                   label=f"reference loss ({advice.reference}){reach}")
         ax.legend(fontsize=7, loc="upper left")
     for i, p in enumerate(advice.predictions):
         if not p.finite:
@@ -175,21 +200,31 @@ def plot(advice: Advice, path: str | Path) -> Path:
     ax = axes[1, 1]
     if advice.bandwidth is not None:
         unit = advice.compute_seconds or 0.0
-        comp = [1e3 * unit * (p.match_factor or 1.0) if p.finite else np.nan
-                for p in advice.predictions]
-        comm = [1e3 * (p.comm_seconds or 0.0) if p.finite else np.nan
-                for p in advice.predictions]
-        ax.bar(pos, comp, color="tab:orange",
-               label="compute, at the batch that reaches the reference loss")
+        comp = [1e3 * (p.match_compute_seconds if p.match_compute_seconds is not None
+                       else unit) if p.finite else np.nan for p in advice.predictions]
         codec = [1e3 * (p.codec_seconds or 0.0) if p.finite else np.nan
                  for p in advice.predictions]
-        ax.bar(pos, codec, bottom=np.nan_to_num(comp), color="tab:gray",
-               label="encode + decode (measured here)")
-        comp = list(np.nan_to_num(comp) + np.nan_to_num(codec))
-        ax.bar(pos, comm, bottom=np.nan_to_num(comp), color="tab:purple",
-               label=f"communication ({advice.bandwidth * 8 / 1e9:.3g} Gbit/s, alpha-beta)")
+        comm = [1e3 * (p.comm_seconds or 0.0) if p.finite else np.nan
+                for p in advice.predictions]
+        parts = {"compute, at the batch that reaches the reference loss": comp,
+                 "encode + decode (measured here)": codec,
+                 f"communication ({advice.bandwidth * 8 / 1e9:.3g} Gbit/s, alpha-beta)": comm}
         scores = [1e3 * p.score if p.finite and p.score is not None and math.isfinite(p.score)
                   else np.nan for p in advice.predictions]
+        totals = np.nan_to_num(comp) + np.nan_to_num(codec) + np.nan_to_num(comm)
+        top = np.nanmax([*scores, *totals, 1e-9])
+        shown = np.array([v for v in [*scores, *totals] if np.isfinite(v) and v > 0])
+        if spans_decades(shown, 1.0):
+            _time_dots(ax, pos, parts, totals)   # stacked bars would mislead on a log axis
+            ax.set_ylim(shown.min() / 3, 3 * top)
+        else:
+            bottom = np.zeros(len(pos))
+            for (label, values), color in zip(parts.items(),
+                                              ("tab:orange", "tab:gray", "tab:purple"),
+                                              strict=True):
+                ax.bar(pos, values, bottom=bottom, color=color, label=label)
+                bottom = bottom + np.nan_to_num(values)
+            ax.set_ylim(0, 1.15 * top)
         ax.plot(pos, scores, "kD", markersize=6,
                 label="score = time per step ÷ speed (time per unit of progress); "
                       "lowest wins")
@@ -198,22 +233,16 @@ def plot(advice: Advice, path: str | Path) -> Path:
                 ax.text(i, 0.03, f"no finite loss: {loss_reason(p)}", ha="center",
                         va="bottom", fontsize=7, rotation=90,
                         transform=ax.get_xaxis_transform())
-        totals = np.nan_to_num(comp) + np.nan_to_num(comm)
-        top = np.nanmax([*scores, *totals, 1e-9])
-        shown = np.array([v for v in [*scores, *totals] if np.isfinite(v) and v > 0])
-        if spans_decades(shown, 1.0):
-            ax.set_yscale("log")
-            ax.set_ylim(shown.min() / 2, 30 * top)  # room for the legend
-        else:
-            ax.set_ylim(0, 1.45 * top)
         ax.set(ylabel="ms per step", title="predicted time per step at the reference loss")
         ax.title.set_fontsize(10)
-        ax.legend(fontsize=7, loc="upper left")
+        # under the axes, so that it covers no method's marker or bar
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2,
+                  frameon=False)
     else:
-        ax.bar(pos, [p.bytes_per_step for p in advice.predictions],
-               color=["tab:green" if p.spec == best else "tab:purple"
-                      for p in advice.predictions])
-        ax.set_yscale("log")
+        sizes = [float(p.bytes_per_step) for p in advice.predictions]
+        _dots(ax, pos, sizes, ["tab:green" if p.spec == best else "tab:purple"
+                               for p in advice.predictions], fmt="{:.3g} B")
+        ax.set_ylim(min(sizes) / 3, 5 * max(sizes))
         ax.set(ylabel="bytes per agent per step", title="message size (no --bandwidth given)")
     _method_ticks(ax, pos, specs, best)
     if rec is not None:
@@ -226,6 +255,33 @@ def plot(advice: Advice, path: str | Path) -> Path:
     out = save_figure(fig, path)
     plt.close(fig)
     return out
+
+
+def _dots(ax: plt.Axes, pos: np.ndarray, values: list[float], colors: list[str],
+          fmt: str = "{:.3g}") -> None:
+    """One marker per method on a log axis, its value written beside it (bars, whose length
+    starts at an arbitrary bottom, would mislead there)."""
+    ax.set_yscale("log")
+    ax.scatter(pos, values, c=colors, s=70, zorder=3, edgecolors="black", linewidths=0.5)
+    for x, v in zip(pos, values, strict=True):
+        if np.isfinite(v) and v > 0:
+            ax.annotate(fmt.format(v), (x, v), xytext=(0, 8), textcoords="offset points",
+                        ha="center", fontsize=7)
+    ax.grid(alpha=0.3, axis="y", which="both")
+
+
+def _time_dots(ax: plt.Axes, pos: np.ndarray, parts: dict[str, list[float]],
+               totals: np.ndarray) -> None:
+    """The time panel on a log axis: each part of a step's time and their sum as markers."""
+    ax.set_yscale("log")
+    for (label, values), (marker, color) in zip(
+            parts.items(), (("o", "tab:orange"), ("s", "tab:gray"), ("^", "tab:purple")),
+            strict=True):
+        shown = [v if np.isfinite(v) and v > 0 else np.nan for v in values]
+        ax.plot(pos, shown, marker, color=color, markersize=7, label=label, ls="none")
+    ax.plot(pos, [t if t > 0 else np.nan for t in totals], "_", color="black", markersize=22,
+            markeredgewidth=2, label="time per step (the sum)", ls="none")
+    ax.grid(alpha=0.3, axis="y", which="both")
 
 
 def loss_reason(p: Prediction) -> str:

@@ -22,6 +22,7 @@ under finite variance, by a ratio estimator against the Welford variances of all
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -36,6 +37,7 @@ from .._checks import check_int
 from ..compressors import Compressor
 from ..noise import NoiseLaw
 from ..theory import sign_mean
+from .batch_law import BatchLaw, fit_batch_law, samples_needed
 from .curvature import EigenEstimate, function_hvp, model_hvp, top_eigenvalue
 from .groups import PHASE1_Y, PHASE3_Y, GroupNoise, fit_groups, pick_group_coordinates
 from .omega import OmegaEstimate, OmegaMeter
@@ -66,6 +68,13 @@ class NoiseMeasurement:
     source: str = ""
     notes: list[str] = field(default_factory=list)
     groups: dict[str, GroupNoise] = field(default_factory=dict)
+    batch_law: BatchLaw | None = None
+    group_laws: dict[str, BatchLaw | None] = field(default_factory=dict)
+
+    @property
+    def gamma(self) -> float:
+        """The measured batch exponent γ̂ (scale ∝ B^{−γ}, §5a); ½ where it was not measured."""
+        return 0.5 if self.batch_law is None else self.batch_law.gamma
 
     # -- tail and scale ---------------------------------------------------------------------
     @property
@@ -203,6 +212,9 @@ class NoiseMeasurement:
             "compute_seconds": self.compute_seconds, "notes": self.notes,
             **({"groups": {k: v.to_dict() for k, v in self.groups.items()}}
                if self.groups else {}),
+            "batch_law": None if self.batch_law is None else self.batch_law.to_dict(),
+            "group_batch_laws": {k: None if v is None else v.to_dict()
+                                 for k, v in self.group_laws.items()},
         }
 
 
@@ -280,7 +292,24 @@ def measure_gradients(gradients: Iterable[Tensor], *, samples: int,
     if groups:
         result.groups = fit_groups(group_kept, {k: v.numel() for k, v in groups.items()},
                                    torch.Generator().manual_seed(0))
+    if samples >= samples_needed():
+        finite = result.finite_variance
+        result.batch_law = _law(kept[:, live], batch or 1, finite)  # type: ignore[index]
+        result.group_laws = {k: _law(v, batch or 1, finite) for k, v in group_kept.items()}
+    else:
+        notes.append(f"batch law not measured: it needs at least {samples_needed()} "
+                     f"mini-batches (B, 4B, 16B means from the same samples), got {samples}; "
+                     f"the rules use the Gaussian γ = ½")
     return result
+
+
+def _law(samples: Tensor, batch: int, finite_variance: bool) -> BatchLaw | None:
+    """γ̂ of ``samples`` (:mod:`.batch_law`), None where no coordinate has spread."""
+    try:
+        law = fit_batch_law(samples, batch)
+    except ValueError:
+        return None
+    return dataclasses.replace(law, finite_variance=finite_variance)
 
 
 def flat_grad(model: nn.Module) -> Tensor:

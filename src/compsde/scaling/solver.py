@@ -84,25 +84,31 @@ def resolve_method(spec: str, dim: int | None = None, what: str = "target") -> t
     return "dcsgd", float(omega)
 
 
-def level(setup: Setup, *, L: float, sigma: float, nu: float | None) -> float:
-    """Leading-order stationary loss per coordinate (module docstring); inf when unstable."""
+def level(setup: Setup, *, L: float, sigma: float, nu: float | None,
+          gamma: float = 0.5) -> float:
+    """Leading-order stationary loss per coordinate (module docstring); inf when unstable.
+
+    ``gamma``: the batch law's exponent (§5a), ``σ → σ(BN)^{−γ}`` for DSGD/DCSGD and
+    ``σB^{−γ}`` for DSignSGD (its mean of N signs keeps 1/N); γ = ½ is the module docstring.
+    """
     eta, b, n = setup.lr, setup.batch, setup.agents
     if setup.method == "dsignsgd":
-        return eta * sigma / (4 * ell(nu) * n * math.sqrt(b))
+        return eta * sigma / (4 * ell(nu) * n * b**gamma)
     rho = 1 - eta * L * setup.omega / (2 * n)
     if rho <= 0:
         return math.inf
-    return eta * (1 + setup.omega) * sigma**2 / (4 * n * b * rho)
+    return eta * (1 + setup.omega) * sigma**2 / (4 * (n * b) ** (2 * gamma) * rho)
 
 
 def speed(setup: Setup, *, L: float, sigma: float, nu: float | None, per: str,
-          leading: bool = False) -> float:
+          leading: bool = False, gamma: float = 0.5) -> float:
     """Convergence rate per unit time (``per='T'``) or per iteration (``'K'``); μ = 1.
 
-    ``leading`` drops DCSGD's ``ρ = 1 − ηLω/(2N)`` (the solver matches leading-order speed).
+    ``leading`` drops DCSGD's ``ρ = 1 − ηLω/(2N)`` (the solver matches leading-order speed);
+    ``gamma``: DSignSGD's rate ``2ℓB^γ/σ`` (§5a).
     """
     if setup.method == "dsignsgd":
-        rate = 2 * ell(nu) * math.sqrt(setup.batch) / sigma
+        rate = 2 * ell(nu) * setup.batch**gamma / sigma
     elif leading:
         rate = 2.0
     else:
