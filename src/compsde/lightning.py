@@ -117,14 +117,12 @@ def sharded_root(model: nn.Module) -> nn.Module:
     if len(roots) == 1 and trainable <= {id(p) for p in roots[0][1].parameters()}:
         return roots[0][1]
     names = ", ".join(name for name, _ in roots)
+    found = (f"the one outermost fully_shard module, {names}, leaves trainable parameters of "
+             f"{type(model).__name__} outside it" if len(roots) == 1 else
+             f"found {len(roots)} outermost fully_shard modules: {names}")
     raise ValueError(f"model: shard one module that holds every trainable parameter (in "
                      f"configure_model: fully_shard each layer, then fully_shard(self.model)); "
-                     f"found {len(roots)} outermost fully_shard module(s): {names}, and "
-                     f"{type(model).__name__}'s other trainable parameters outside them"
-                     if len(roots) == 1 else
-                     f"model: shard one module that holds every trainable parameter (in "
-                     f"configure_model: fully_shard each layer, then fully_shard(self.model)); "
-                     f"found {len(roots)} outermost fully_shard modules: {names}")
+                     f"{found}")
 
 
 class Compression(Callback):

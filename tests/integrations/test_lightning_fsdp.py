@@ -63,7 +63,7 @@ def test_the_registered_root_must_hold_every_trainable_parameter(tmp_path):
         holder.net = nn.Sequential(holder.a)
         fully_shard(holder.net)
         assert sharded_root(holder.net) is holder.net
-        with pytest.raises(ValueError, match="other trainable parameters outside"):
+        with pytest.raises(ValueError, match="net, leaves trainable parameters of Module outside"):
             sharded_root(holder)
         fully_shard(holder.b)
         with pytest.raises(ValueError, match="found 2 outermost fully_shard modules: b, net"):
