@@ -17,7 +17,7 @@ def test_fig1_reduced_run_passes_all_panels(tmp_path, monkeypatch):
     outcome = load_all()["fig1"].run(tmp_path, preset="quick", seed=0)
     report = json.loads((tmp_path / "fig1.json").read_text())
     assert set(report["panels"]) == {"A", "B", "C", "D", "E"}
-    assert len(report["panels"]["E"]["checks"]) == 3   # mean, spread, exact discrete curve
+    assert len(report["panels"]["E"]["checks"]) == 2   # mean (SDE), exact discrete curve
     failing = {k: v["detail"] for k, v in report["panels"].items() if v["verdict"] != "pass"}
     assert not failing, failing
     assert outcome.verdict == "pass" and report["verdict"] == "pass"

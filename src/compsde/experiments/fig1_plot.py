@@ -20,23 +20,34 @@ def _mark(verdict: str) -> str:
     return "PASS" if verdict == "pass" else "FAIL"
 
 
+def band_limits(mean: np.ndarray, se: np.ndarray, log: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The 95 % band of a mean: ``mean ± 1.96 se`` on a linear axis; on a log axis the
+    delta-method band of ``log mean``, ``mean ×/÷ exp(1.96 se/mean)`` (positive and smooth, the
+    same to first order where se ≪ mean; a linear band cut at zero would draw spikes)."""
+    mean, se = np.asarray(mean, dtype=float), np.asarray(se, dtype=float)
+    if not log:
+        return mean - 1.96 * se, mean + 1.96 * se
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        factor = np.where(mean > 0, np.exp(1.96 * se / mean), np.nan)
+        return mean / factor, mean * factor
+
+
 def _curve(ax: plt.Axes, res: RunResult, label: str, color: str, style: str = "-",
-           band: bool = True) -> None:
-    """Mean loss and its 95 % Monte-Carlo confidence band (mean ± 1.96 SE, kept > 0)."""
+           band: bool = True, log: bool = True) -> None:
+    """Mean loss and its 95 % Monte-Carlo confidence band (:func:`band_limits`)."""
     ax.plot(res.time, res.loss_mean, style, color=color, label=label, linewidth=1.6)
     if band:
-        low = res.loss_mean - 1.96 * res.loss_se
-        floor = 0.5 * res.loss_mean
-        ax.fill_between(res.time, np.where(low > 0, low, floor),
-                        res.loss_mean + 1.96 * res.loss_se, color=color, alpha=0.2,
-                        linewidth=0)
+        low, high = band_limits(res.loss_mean, res.loss_se, log)
+        ax.fill_between(res.time, low, high, color=color, alpha=0.2, linewidth=0)
 
 
 def _pair_panel(ax: plt.Axes, panel: dict[str, Any], title: str, note: str = "") -> None:
     alg, sde = panel["results"]["algorithm"], panel["results"]["SDE"]
-    _curve(ax, alg, f"algorithm (mean of {alg.runs} runs)", ALG)
-    _curve(ax, sde, f"SDE, Euler–Maruyama dt = η (mean of {sde.runs} paths)", SDE, "--")
-    if spans_decades(np.concatenate([alg.loss_mean, sde.loss_mean])):
+    log = spans_decades(np.concatenate([alg.loss_mean, sde.loss_mean]))
+    _curve(ax, alg, f"algorithm (mean of {alg.runs} runs)", ALG, log=log)
+    _curve(ax, sde, f"SDE, Euler–Maruyama dt = η (mean of {sde.runs} paths)", SDE, "--",
+           log=log)
+    if log:
         ax.set_yscale("log")
     gaps = " and ".join(f"{c['measured']:.1f}" for c in panel["checks"])
     what = "means and spreads" if len(panel["checks"]) > 1 else "means"
@@ -138,8 +149,9 @@ def draw(panels: dict[str, dict[str, Any]], path: Path, preset: str) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower left" if ax is not c else "upper right")
     fig.suptitle("Figure 1: the SDE models track the algorithms — mean loss over runs, "
-                 "shaded: 95 % confidence band of the mean;\nPASS = means agree within 4 "
-                 "Monte-Carlo standard errors at every record (and in A, B, C, E the spread "
+                 "shaded: 95 % confidence band of the mean (on log axes mean ×/÷ "
+                 "exp(1.96 se/mean));\nPASS = means agree within 4 "
+                 "Monte-Carlo standard errors at every record (and in A, B, C the spread "
                  "across runs within 25 % + 4 se where resolved); phase "
                  f"models within their theory bands (THEORY.md §10; {preset} preset)", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
