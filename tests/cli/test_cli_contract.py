@@ -476,7 +476,8 @@ def test_advise_sizes_and_numbers_at_the_limits_name_the_flag(args, flag, tmp_pa
 
 @pytest.mark.parametrize("model", ["gpt:depth=100000", f"gpt:dim={10**11}", "gpt:mlp=inf",
                                    "gpt:mlp=1e300"])
-def test_gpt_beyond_the_machine_is_refused_naming_model(model, tmp_path, capsys):
+def test_gpt_beyond_the_machine_is_refused_naming_model(model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("compsde.simulation.kept_limit", lambda: 16 << 30)  # a 32 GiB machine
     code = main(["advise", "--model", model, "--data", f"text:path={_text_file(tmp_path)}",
                  *ADVISE, "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err

@@ -80,7 +80,9 @@ def test_presets_sizes_and_determinism():
 @pytest.mark.parametrize(("spec", "shape", "message"), [
     ("gpt:size=huge", (T,), "size must be one of tiny, small, gpu"),
     ("gpt:dim=30,heads=4", (T,), "dim must be a multiple of heads"),
-    ("gpt:mlp=0", (T,), "mlp of gpt must be a number > 0"),
+    ("gpt:mlp=0", (T,), r"mlp of gpt must be a number in \(0, 64\]"),
+    ("gpt:mlp=inf", (T,), r"mlp of gpt must be a number in \(0, 64\]"),
+    ("gpt:depth=10000000", (T,), "parameters: a run needs about"),
     ("gpt:patch=4", (T,), "does not take patch"),
     ("gpt", (1, 28, 28), "needs token windows of shape"),
 ])
