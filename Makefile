@@ -16,7 +16,8 @@ DATA_FILES := dataset-fashion-mnist=/usr/share/datasets/fashion-mnist/train-imag
 	fortunes=/usr/share/games/fortunes/computers
 DATA_MISSING = $(shell for pair in $(DATA_FILES); do \
 	test -s "$${pair#*=}" || echo "$${pair%%=*}"; done)
-CAN_INSTALL = $(shell if [ "$$(id -u)" = 0 ]; then echo root; \
+CAN_INSTALL = $(shell if ! command -v apt-get >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then echo root; \
 	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then echo sudo; fi)
 AS_ROOT = $(if $(filter sudo,$(CAN_INSTALL)),sudo -n)
 DATA_HELP = compsde needs the Debian packages $(DATA_MISSING) (its data sets); install them \

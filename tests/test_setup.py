@@ -80,3 +80,19 @@ def test_make_test_requires_the_data_and_ci_runs_only_make_test(tmp_path):
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
           if line.strip() and not line.lstrip().startswith("#")]
     assert "make test" in ci and not any("apt-get" in line for line in ci)
+
+
+def test_without_apt_get_setup_stops_with_one_line_even_as_root(tmp_path):
+    """A machine that is not Debian-like: nothing is attempted, the line names the packages."""
+    import shutil
+
+    bin_dir = tmp_path / "bin"                      # make and id, but no apt-get
+    bin_dir.mkdir()
+    for tool in ("make", "id"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    done = subprocess.run([str(bin_dir / "make"), "--no-print-directory", "data",
+                           absent(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env={"PATH": str(bin_dir)})
+    assert done.returncode != 0 and not done.stdout.strip()
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "apt-get install -y dataset-fashion-mnist fortunes" in lines[0]
