@@ -350,3 +350,61 @@ def test_flat_batch_law_recommends_what_still_works(generator):
     assert "no batch recovers" in text and "γ̂ = 0.01" in text
     assert "compute ms" in text.splitlines()[next(
         i for i, line in enumerate(text.splitlines()) if line.startswith("method"))]
+
+
+# -- advise --verify ----------------------------------------------------------------------------
+VERIFY = ["advise", "--model", "mlp:hidden=32", "--data", "synthetic:n=4096,shape=1x8x8",
+          "--batch", "16", "--samples", "64", "--warmup", "50", "--curvature-batch", "256",
+          "--bandwidth", "1gbit", "--threads", "1"]
+
+
+def _no_work(monkeypatch, target):
+    def work(*args, **kwargs):
+        raise AssertionError(f"{target} ran before the input was refused")
+    monkeypatch.setattr(target, work)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--verify", "0"], "--verify must be an integer in [20, 100000], got 0"),
+    (["--verify", "50", "--samples", "32"], "--samples must be at least 64 with --verify"),
+    (["--verify-method", "dsignsgd"], "--verify-method needs --verify"),
+    (["--verify", "50", "--verify-method", "dcsgd:randk:k=3"], "--verify-method must be"),
+])
+def test_verify_bad_input_before_any_work(args, needle, monkeypatch, tmp_path, capsys):
+    _no_work(monkeypatch, "compsde.cli.advise_cmd.measure_dataset")
+    code = main([*VERIFY, "--out", str(tmp_path), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_verify_refuses_a_method_not_recommended_before_training(monkeypatch, tmp_path,
+                                                                 capsys):
+    _no_work(monkeypatch, "compsde.advise.verify.run_arm")
+    code = main([*VERIFY, "--out", str(tmp_path), "--verify", "40",
+                 "--verify-method", "dcsgd:randk:ratio=0.01"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "'dcsgd:randk:ratio=0.01' was not recommended" in err
+
+
+def test_verify_writes_a_verdict_per_recommendation(tmp_path, capsys):
+    out = tmp_path / "v"
+    code = main([*VERIFY, "--out", str(out), "--verify", "100", "--json"])
+    saved = json.loads((out / "result.json").read_text())
+    ver = saved["verify"]
+    assert code == (0 if ver["verdict"] == "pass" else 1)
+    assert [a["role"] for a in ver["arms"]] == ["baseline"] + ["recommended"] * (
+        len(ver["arms"]) - 1)
+    assert ver["bands"] and ver["steps"] == 100
+    recs = ver["recommendations"]
+    assert recs and all(r["verdict"] in ("pass", "fail") for r in recs)
+    for r in recs:
+        if r["claim"] is not None:
+            assert r["claim"]["relation"] == "at_least"
+            band = ver["bands"][r["spec"]]["claim"]["band"]
+            # the tolerance is the one written before the run: k·se + budget + band
+            assert r["claim"]["tolerance"] == pytest.approx(
+                4 * r["claim"]["se"] + 0.25 + band)
+            assert r["claim"]["verdict"] == "pass", r["claim"]   # the real rule holds here
+    assert (out / "verify.png").stat().st_size > 10_000
+    assert saved["recommendation"]["spec"] == recs[0]["spec"]

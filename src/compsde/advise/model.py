@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch.nn import functional as F
 
 from .._checks import check_device, check_int, check_positive
-from ..diagnose.measure import DEFAULT_COMPRESSORS, NoiseMeasurement, measure_model
+from ..diagnose.measure import DEFAULT_COMPRESSORS, measure_model
 from ..noise import make as make_noise
 
 
@@ -35,11 +36,12 @@ def measure_dataset(model: str = "mlp", data: str = "fashion-mnist", *, batch: i
                     curvature_batch: int = CURVATURE_BATCH, inject: str | None = None,
                     seed: int = 0,
                     compressors: Sequence[str] = DEFAULT_COMPRESSORS,
-                    max_coords: int = 8000, device: str | torch.device = "cpu"
-                    ) -> NoiseMeasurement:
+                    max_coords: int = 8000, device: str | torch.device = "cpu",
+                    return_model: bool = False) -> Any:
     """Train ``warmup`` SGD steps, then measure noise and curvature (module docstring).
 
     The model and batches live on ``device``; the noise statistics are computed on the CPU.
+    ``return_model``: return ``(measurement, warmed-up model, data set)`` (for ``--verify``).
     """
     from ..nn import load_dataset, make_model
     from ..nn.groups import parameter_groups
@@ -95,4 +97,4 @@ def measure_dataset(model: str = "mlp", data: str = "fashion-mnist", *, batch: i
                            groups=parameter_groups(net))
     result.source = (f"{model} on {data}, batch {batch}, after {warmup} SGD steps at lr {lr:g}"
                      + (f", injected {law.spec}" if law is not None else ""))
-    return result
+    return (result, net, dataset) if return_model else result

@@ -12,6 +12,10 @@ import torch
 from .._checks import check_device, check_float, check_int
 from ..advise import advise, parse_bandwidth, parse_duration, parse_latency, save, table
 from ..advise.model import measure_dataset
+from ..advise.verify import DEFAULT_STEPS, check_steps, plan, verify_lines
+from ..advise.verify import plot as plot_verify
+from ..advise.verify import verify as run_verify
+from ..diagnose.batch_law import samples_needed
 from ..diagnose.measure import DEFAULT_COMPRESSORS
 from ..io import versions
 from ..limits import check_duration, least_seconds
@@ -58,6 +62,14 @@ FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # the model's parameters ar
 @click.option("--threads", type=int, default=None,
               help="torch intra-op threads (default: torch's choice; 1 is faster on a busy "
                    "machine, the tensors here are small)")
+@click.option("--verify", "verify_steps", type=int, default=None, is_flag=False,
+              flag_value=DEFAULT_STEPS,
+              help=f"after recommending, run DSGD and the recommended configuration for STEPS "
+                   f"steps (simulated agents, from the measured point) and judge the claim and "
+                   f"the time model; exit 1 if one fails (bare --verify: {DEFAULT_STEPS})")
+@click.option("--verify-method", "verify_methods", multiple=True,
+              help="with --verify: which recommended configuration(s) to run (the "
+                   "recommendation or its runner-up; default: the recommendation)")
 @click.option("--json", "as_json", is_flag=True, help="print result.json instead of the table")
 @click.option("--out", type=OUT_DIR,
               default=Path("results/advise"), show_default=True,
@@ -66,7 +78,8 @@ def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
                    bandwidth: str | None, latency: str, compute_time: str | None,
                    codec_time: str, compressors: tuple[str, ...],
                    samples: int, warmup: int, curvature_batch: int, inject: str | None,
-                   seed: int, device: str, threads: int | None, as_json: bool,
+                   seed: int, device: str, threads: int | None,
+                   verify_steps: int | None, verify_methods: tuple[str, ...], as_json: bool,
                    out: Path) -> None:
     """Measure gradient noise (tail ν, SNR, phases, ω, L) and predict DSGD/DCSGD/DSignSGD."""
     started = time.perf_counter()
@@ -84,13 +97,17 @@ def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
         raise ValueError(f"--agents must be an integer >= 1, got {agents}")
     check_device(device, "--device")
     specs = list(compressors) or list(DEFAULT_COMPRESSORS)
+    _check_verify(verify_steps, verify_methods, specs, samples)
     check_data([data])                     # a missing data set: its install command, exit 2
-    prepare_out(out, files=["result.json", "advise.png"])
+    prepare_out(out, files=["result.json", "advise.png"]
+                + (["verify.png"] if verify_steps is not None else []))
     if threads is not None:
         torch.set_num_threads(threads)
-    measurement = measure_dataset(model, data, batch=batch, lr=lr, samples=samples,
-                                  warmup=warmup, curvature_batch=curvature_batch,
-                                  inject=inject, seed=seed, compressors=specs, device=device)
+    measured = measure_dataset(model, data, batch=batch, lr=lr, samples=samples,
+                               warmup=warmup, curvature_batch=curvature_batch,
+                               inject=inject, seed=seed, compressors=specs, device=device,
+                               return_model=True)
+    measurement, net, dataset = measured
     result = advise(measurement, lr=lr, agents=agents, bandwidth=rate, latency=lat,
                     compute_seconds=compute,
                     codec_seconds=None if codec_time == "none" else "measure")
@@ -100,11 +117,59 @@ def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
                          "compute_time": compute_time, "codec_time": codec_time,
                          "compressors": specs, "samples": samples, "warmup": warmup,
                          "curvature_batch": curvature_batch, "inject": inject, "seed": seed,
-                         "device": device, "threads": threads},
+                         "device": device, "threads": threads, "verify": verify_steps,
+                         "verify_methods": list(verify_methods)},
              "seconds": seconds, "versions": versions()}
+    if verify_steps is not None:      # a method that was not recommended: exit 2, no run
+        arms = plan(result, list(verify_methods) or None)
     json_path, png_path = save(result, out, extra)
+    if verify_steps is None:
+        if as_json:
+            click.echo(json_path.read_text(), nl=False)
+            return
+        click.echo(table(result))
+        click.echo(f"wrote {json_path} and {png_path} ({seconds:.1f} s)")
+        return
+    if not as_json:
+        click.echo(table(result))
+
+    def before_runs(fixed: dict) -> None:    # the bands, in result.json before any step
+        save(result, out, {**extra, "verify": {**fixed, "status": "running"}})
+
+    outcome = run_verify(result, net, dataset, verify_steps, seed=seed,
+                         methods=[a.spec for a in arms[1:]], device=device,
+                         before_runs=before_runs, inject=inject)
+    arms_, runs, start = outcome.pop("_internal")
+    verify_png = plot_verify(arms_, runs, outcome["recommendations"], start, out / "verify.png")
+    extra["seconds"] = time.perf_counter() - started
+    json_path, png_path = save(result, out, {**extra, "verify": outcome})
     if as_json:
         click.echo(json_path.read_text(), nl=False)
+    else:
+        click.echo(verify_lines(outcome))
+        click.echo(f"wrote {json_path}, {png_path} and {verify_png} "
+                   f"({extra['seconds']:.1f} s)")
+    if outcome["verdict"] != "pass":
+        raise SystemExit(1)
+
+
+def _check_verify(steps: int | None, methods: tuple[str, ...], specs: list[str],
+                  samples: int) -> None:
+    """``--verify`` and ``--verify-method`` before any work (one line, exit 2)."""
+    if steps is None:
+        if methods:
+            raise ValueError("--verify-method needs --verify STEPS")
         return
-    click.echo(table(result))
-    click.echo(f"wrote {json_path} and {png_path} ({seconds:.1f} s)")
+    check_steps(steps)
+    need = samples_needed()
+    if samples < need:
+        raise ValueError(f"--samples must be at least {need} with --verify: the rules it judges "
+                         f"use the batch law, measured from means of 1, 4 and 16 mini-batches "
+                         f"(two pairs at 16B); got {samples}")
+    from .. import compressors as comp_module
+
+    known = {"dsgd", "dsignsgd", *(f"dcsgd:{comp_module.make(s).spec}" for s in specs)}
+    for m in methods:
+        if m not in known:
+            raise ValueError(f"--verify-method must be a method the advisor assesses "
+                             f"({', '.join(sorted(known))}), got {m!r}")

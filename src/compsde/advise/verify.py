@@ -1,0 +1,410 @@
+"""``advise --verify STEPS``: run the advice and judge it (THEORY.md §5, §5a, §10).
+
+From the warmed-up model the noise was measured on, the baseline DSGD(η, B, N) and each
+recommended configuration run ``STEPS`` steps on the same data, N agents simulated in one
+process (:class:`compsde.distributed.AgentSimulator`, the engine of ``train
+--simulate-agents``; the batches of agent i from ``ShardSampler(seed, i)``), and two claims are
+judged through :mod:`compsde.verdicts`, every tolerance written to ``result.json`` before the
+runs:
+
+- **the rule's claim** — the recommended configuration reaches the baseline's loss over the
+  last :data:`TAIL` of the run: with ``L₀`` the loss of the starting point on a fixed set of
+  training examples and ``L_·`` the mean training loss over the tail, the progress ratio
+  ``r = (L₀ − L_rec)/(L₀ − L_base)`` is at least 1 (``L_rec ≤ L_base``), less ``k·se(r)``, less
+  :data:`RULE_BUDGET`, less the band the advice itself states: its speed deficit
+  ``(1 − speed)⁺`` (``speed = min(rate, drift)`` relative to DSGD: a slower method makes that
+  much less progress per step, to first order) and the rule's own first-order error (DCSGD
+  ``ηLω/(2N)``; DSignSGD the share of coordinates outside Phase 3 at the matched batch).
+  The band is a number fixed from the advice before the runs. Reaching the loss faster than
+  predicted is no failure of the advice.
+- **the time model** — the predicted in-process step time ``N·(t_compute·b + t_codec)``
+  (``b`` the batch multiplier; the agents run one after another, each encodes its message)
+  against the median measured step, within :data:`TIME_BUDGET` plus ``k·se``. The network term
+  is not exercised in one process (``benchmarks/ddp.py`` checks it).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .. import verdicts
+from .._checks import check_int
+from ..theory import ell
+from .predict import Advice, Prediction
+
+DEFAULT_STEPS = 500
+TAIL = 0.25              # the last quarter of the run is "the last part"
+BLOCK = 10               # steps per block for the se of a tail mean (autocorrelated losses)
+EVAL_EXAMPLES = 4096     # the fixed training examples that give L₀
+RULE_BUDGET = verdicts.Budget(
+    "first-order progress", 0.25,
+    "the stationary losses and speeds are leading-order SDE values at the measured point "
+    "(THEORY.md §3, §4); over a run the drift moves with the loss (DSignSGD's φ_j with the "
+    "phases) and DSGD pays a second-order ½η²·tr(HΣ)/N that the first-order speed ignores")
+TIME_BUDGET = verdicts.Budget(
+    "time model", 0.30,
+    "compute ∝ batch and a fixed codec time per message (advise's time model, checked against "
+    "benchmarks/ddp.py to 30 %)")
+
+
+@dataclass
+class Arm:
+    """One configuration to run and what the advice predicts for it (before the run)."""
+
+    role: str                 # "baseline" or "recommended"
+    spec: str
+    lr: float
+    batch: int
+    agents: int
+    speed: float
+    rule_error: float
+    step_seconds: float | None
+    distributed_step_seconds: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def recommended_specs(advice: Advice) -> list[str]:
+    """The configurations the advice recommends: its choice, and its runner-up if any."""
+    rec = advice.recommendation
+    if rec is None:
+        return []
+    return [rec["spec"]] + ([rec["runner_up"]] if rec.get("runner_up") else [])
+
+
+def _rule_error(p: Prediction, advice: Advice) -> float:
+    """The first-order error of the rule that matched ``p`` (module docstring)."""
+    if p.method == "dcsgd" and advice.curvature:
+        return p.lr * advice.curvature * (p.omega or 0.0) / (2 * advice.agents)
+    if p.method == "dsignsgd" and advice.curvature and p.match_lr and p.match_agents:
+        m = advice.measurement
+        shrink = (advice.batch / (p.match_batch or advice.batch)) ** m.gamma
+        live = m.fit.scale[~m.fit.degenerate] * shrink
+        level = ell(None if math.isinf(m.nu) else m.nu)
+        y = (advice.curvature * p.match_lr / (4 * p.match_agents * level * live)).sqrt()
+        return float((y > 1).double().mean())
+    return 0.0
+
+
+def _step_time(advice: Advice, p: Prediction, agents: int, mult: float) -> float | None:
+    if advice.compute_seconds is None:
+        return None
+    return agents * (advice.compute_seconds * mult + (p.codec_seconds or 0.0))
+
+
+def plan(advice: Advice, methods: list[str] | None = None) -> list[Arm]:
+    """The baseline and the recommended configurations with their predictions.
+
+    ``methods`` narrows the recommended ones (ValueError naming ``method`` if one of them was
+    not recommended).
+    """
+    recs = recommended_specs(advice)
+    if not recs:
+        raise ValueError("verify: the advice recommends nothing (no method has a finite "
+                         "predicted stationary loss), there is no claim to run")
+    chosen = list(methods) if methods else recs[:1]
+    wrong = [s for s in chosen if s not in recs]
+    if wrong:
+        raise ValueError(f"method {wrong[0]!r} was not recommended; --verify runs the "
+                         f"recommended configurations: {', '.join(recs)}")
+    base = advice.by_spec("dsgd")
+    arms = [Arm("baseline", "dsgd", advice.lr, advice.batch, advice.agents, 1.0, 0.0,
+                _step_time(advice, base, advice.agents, 1.0), None)]
+    for spec in chosen:
+        p = advice.by_spec(spec)
+        mult = (p.match_compute_seconds / advice.compute_seconds
+                if p.match_compute_seconds is not None and advice.compute_seconds else
+                p.match_batch / advice.batch if p.match_batch else 1.0)
+        agents = p.match_agents or advice.agents
+        dist = None
+        if advice.compute_seconds is not None:
+            dist = advice.compute_seconds * mult + (p.codec_seconds or 0.0) + \
+                (p.comm_seconds or 0.0)
+        arms.append(Arm("recommended", spec, float(p.match_lr or p.lr),
+                        int(p.match_batch or advice.batch), int(agents), float(p.speed),
+                        _rule_error(p, advice), _step_time(advice, p, agents, mult), dist))
+    return arms
+
+
+def band(arm: Arm) -> float:
+    """The band the advice states for ``arm``: speed deficit plus rule error (docstring)."""
+    return max(0.0, 1.0 - arm.speed) + arm.rule_error
+
+
+def bands(arms: list[Arm]) -> dict[str, dict[str, Any]]:
+    """The tolerances of every claim, fixed before the runs (module docstring)."""
+    out = {}
+    for arm in arms[1:]:
+        out[arm.spec] = {
+            "claim": {"quantity": "progress ratio (L₀ − L_rec)/(L₀ − L_base)",
+                      "relation": "at_least", "predicted": 1.0, "k": verdicts.K_DEFAULT,
+                      "budget": RULE_BUDGET.to_dict(), "speed": arm.speed,
+                      "rule_first_order_error": arm.rule_error, "band": band(arm)},
+            "time": {"quantity": "in-process step seconds", "predicted": arm.step_seconds,
+                     "budget": TIME_BUDGET.to_dict()}}
+    out["dsgd"] = {"time": {"quantity": "in-process step seconds",
+                            "predicted": arms[0].step_seconds, "budget": TIME_BUDGET.to_dict()}}
+    return out
+
+
+def eval_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy on ``(x, y)`` and its se over the examples."""
+    with torch.no_grad():
+        losses = F.cross_entropy(model(x), y, reduction="none").double()
+    return float(losses.mean()), float(losses.std() / math.sqrt(losses.numel()))
+
+
+def run_arm(model: nn.Module, dataset: Any, arm: Arm, steps: int, *, seed: int,
+            device: torch.device | str = "cpu", inject: str | None = None) -> dict[str, Any]:
+    """``steps`` steps of ``arm`` from ``model`` (left unchanged): losses and step times.
+
+    ``inject``: the noise law ``advise --inject`` added to the measured gradients, added to
+    every agent's gradient here too (the simulator's ``noise=``)."""
+    import copy
+
+    from ..distributed import AgentSimulator
+    from ..distributed.agents import ddp_layout
+    from ..nn.data import ShardSampler
+
+    net = copy.deepcopy(model)
+    net.train()
+    method = arm.spec if arm.spec != "dsgd" else "dsgd"
+    sim = AgentSimulator(method, arm.agents, seed=seed, noise=inject)
+    layout = ddp_layout(net)
+    named = {n: p for n, p in net.named_parameters() if p.requires_grad}
+    size = len(dataset.y_train)
+    samplers = [ShardSampler(size, i, arm.agents, arm.batch, seed) for i in range(arm.agents)]
+    losses: list[float] = []
+    times: list[float] = []
+    failed = None
+    for step in range(steps):
+        began = time.perf_counter()
+        grads = {n: torch.empty((arm.agents, *p.shape), dtype=p.dtype, device=p.device)
+                 for n, p in named.items()}
+        total = 0.0
+        for agent in range(arm.agents):
+            x, y = dataset.train_batch(samplers[agent].indices(step), device)
+            net.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(net(x), y)
+            loss.backward()
+            total += float(loss.detach())
+            for n, p in named.items():
+                grads[n][agent].copy_(p.grad if p.grad is not None else torch.zeros_like(p))
+        if not math.isfinite(total):
+            failed = f"loss became {total} at step {step}"
+            break
+        try:
+            mean = sim.reduce(grads, layout)
+        except (ValueError, RuntimeError) as exc:
+            failed = f"step {step}: {exc}"
+            break
+        with torch.no_grad():
+            for n, p in named.items():
+                p.sub_(mean[n], alpha=arm.lr)
+        times.append(time.perf_counter() - began)
+        losses.append(total / arm.agents)
+    return {"losses": losses, "step_seconds": times, "failed": failed, "model": net}
+
+
+def tail_mean(losses: list[float], steps: int) -> tuple[float, float]:
+    """Mean of the last :data:`TAIL` of ``steps`` losses and its se from blocks of
+    :data:`BLOCK` steps (inf when the run stopped early)."""
+    if len(losses) < steps:
+        return math.inf, 0.0
+    tail = losses[-max(BLOCK * 2, round(TAIL * steps)):]
+    blocks = [sum(tail[i:i + BLOCK]) / BLOCK for i in range(0, len(tail) - BLOCK + 1, BLOCK)]
+    se = statistics.stdev(blocks) / math.sqrt(len(blocks)) if len(blocks) > 1 else 0.0
+    return sum(tail) / len(tail), se
+
+
+def judge(arms: list[Arm], runs: list[dict[str, Any]], start: tuple[float, float],
+          steps: int) -> list[dict[str, Any]]:
+    """One entry per recommended arm: its verdict, the claim's and the time model's checks."""
+    l0, se0 = start
+    base_mean, base_se = tail_mean(runs[0]["losses"], steps)
+    base_time = _time_check(arms[0], runs[0])
+    out = []
+    for arm, run in zip(arms[1:], runs[1:], strict=True):
+        if _same(arm, arms[0]):         # the advice keeps the baseline: only its time
+            checks = [c for c in (_time_check(arm, run),) if c is not None]
+            if not checks:
+                continue
+            entry = verdicts.panel(checks, rule=f"{arm.spec} is the baseline: the time model")
+            entry.update({"spec": arm.spec, "config": arm.to_dict(), "claim": None,
+                          "time": checks[0], "baseline_time": base_time})
+            out.append(entry)
+            continue
+        rec_mean, rec_se = tail_mean(run["losses"], steps)
+        drop = l0 - base_mean
+        if not math.isfinite(rec_mean) or drop <= 0:
+            ratio, se = (-math.inf if not math.isfinite(rec_mean) else math.nan), 0.0
+        else:
+            ratio = (l0 - rec_mean) / drop
+            se = math.sqrt(rec_se**2 + (ratio * base_se) ** 2 + ((1 - ratio) * se0) ** 2) / drop
+        claim = verdicts.check("progress ratio (L₀ − L_rec)/(L₀ − L_base)", ratio, 1.0,
+                               relation="at_least", se=se, budget=RULE_BUDGET,
+                               absolute=band(arm),
+                               rule=f"{arm.spec} at lr {arm.lr:.4g}, batch {arm.batch}, agents "
+                                    f"{arm.agents} reaches DSGD's loss over the last "
+                                    f"{TAIL:.0%}, within the advice's band {band(arm):.3g} "
+                                    f"(speed {arm.speed:.3g}, rule error "
+                                    f"{arm.rule_error:.2g})")
+        claim.update({"L0": l0, "L0_se": se0, "baseline_tail": base_mean,
+                      "baseline_tail_se": base_se, "recommended_tail": rec_mean,
+                      "recommended_tail_se": rec_se, "failed": run["failed"]})
+        checks = [claim]
+        timing = _time_check(arm, run)
+        if timing is not None:
+            checks.append(timing)
+        entry = verdicts.panel(checks, rule=f"{arm.spec}: the rule's claim and the time model")
+        entry.update({"spec": arm.spec, "config": arm.to_dict(), "claim": claim,
+                      "time": timing, "baseline_time": base_time})
+        out.append(entry)
+    return out
+
+
+def _same(arm: Arm, base: Arm) -> bool:
+    return (arm.spec, arm.lr, arm.batch, arm.agents) == (base.spec, base.lr, base.batch,
+                                                         base.agents)
+
+
+def _time_check(arm: Arm, run: dict[str, Any]) -> dict[str, Any] | None:
+    times = run["step_seconds"][min(5, len(run["step_seconds"]) // 10):]
+    if arm.step_seconds is None or len(times) < 2:
+        return None
+    median = statistics.median(times)
+    spread = statistics.median(abs(t - median) for t in times) * 1.4826
+    se = 1.2533 * spread / math.sqrt(len(times))
+    return verdicts.check("in-process step seconds", median, arm.step_seconds, se=se,
+                          budget=TIME_BUDGET,
+                          rule=f"{arm.spec}: N·(t_compute·b + t_codec) predicts the measured "
+                               f"step of {arm.agents} simulated agents")
+
+
+def check_steps(steps: int) -> int:
+    """``steps`` for ``--verify``: an integer in [20, 100000] (a tail of two blocks)."""
+    return check_int("--verify", steps, minimum=2 * BLOCK, maximum=100_000)
+
+
+def plot(arms: list[Arm], runs: list[dict[str, Any]], entries: list[dict[str, Any]],
+         start: tuple[float, float], path: str | Path) -> Path:
+    """Loss curves with each claim's band, and predicted against measured step times."""
+    import matplotlib.pyplot as plt
+
+    from ..io import save_figure
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8))
+    l0 = start[0]
+    ax.axhline(l0, color="gray", ls=":", label="L₀ (start, fixed examples)")
+    for arm, run in zip(arms, runs, strict=True):
+        ax.plot(run["losses"], lw=0.8, label=f"{arm.role}: {arm.spec}")
+    for entry in entries:
+        c = entry["claim"]
+        if c is None:
+            continue
+        base = c["baseline_tail"]
+        if math.isfinite(base):
+            hi = l0 - (c["predicted"] - c["tolerance"]) * (l0 - base)
+            n = len(runs[0]["losses"])
+            ax.fill_between([n * (1 - TAIL), n], [base, base], [hi, hi], alpha=0.2,
+                            label=f"{entry['spec']}: allowed above DSGD's tail "
+                                  f"({entry['verdict']})")
+            ax.hlines(c["recommended_tail"], n * (1 - TAIL), n, colors="black",
+                      label=f"{entry['spec']}: its tail mean")
+    ax.set(xlabel="step", ylabel="training loss (mean over agents)",
+           title="the advice, run: baseline and recommended")
+    ax.legend(fontsize=7)
+    pred, meas, names = [], [], []
+    for arm, run in zip(arms, runs, strict=True):
+        times = run["step_seconds"]
+        if arm.step_seconds is not None and times:
+            pred.append(1e3 * arm.step_seconds)
+            meas.append(1e3 * statistics.median(times))
+            names.append(arm.spec)
+    if pred:
+        top = 1.5 * max(pred + meas)
+        bx.plot([0, top], [0, top], "k-", lw=0.8, label="measured = predicted")
+        bx.fill_between([0, top], [0, 0.7 * top], [0, 1.3 * top], color="gray", alpha=0.15,
+                        label="± 30 %")
+        bx.scatter(pred, meas, zorder=3)
+        for x, y, name in zip(pred, meas, names, strict=True):
+            bx.annotate(name, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
+        bx.set(xlim=(0, top), ylim=(0, top))
+        bx.legend(fontsize=7)
+    bx.set(xlabel="predicted ms per step (in-process)", ylabel="measured ms per step (median)",
+           title="time model")
+    fig.tight_layout()
+    out = save_figure(fig, path)
+    plt.close(fig)
+    return out
+
+
+def start_loss(model: nn.Module, dataset: Any, seed: int,
+               device: torch.device | str = "cpu") -> tuple[float, float]:
+    """L₀ on :data:`EVAL_EXAMPLES` training examples drawn with ``seed``."""
+    n = len(dataset.y_train)
+    index = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    x, y = dataset.train_batch(index[:min(EVAL_EXAMPLES, n)], device)
+    model.eval()
+    try:
+        return eval_loss(model, x, y)
+    finally:
+        model.train()
+
+
+def verify(advice: Advice, model: nn.Module, dataset: Any, steps: int, *, seed: int = 0,
+           methods: list[str] | None = None, device: torch.device | str = "cpu",
+           before_runs: Any = None, inject: str | None = None) -> dict[str, Any]:
+    """Plan, fix the bands (``before_runs(bands)`` is called with them), run, judge."""
+    steps = check_steps(steps)
+    arms = plan(advice, methods)
+    fixed = bands(arms)
+    if before_runs is not None:
+        before_runs({"steps": steps, "arms": [a.to_dict() for a in arms], "bands": fixed})
+    start = start_loss(model, dataset, seed, device)
+    runs: list[dict[str, Any]] = []
+    for arm in arms:
+        same = runs[0] if runs and _same(arm, arms[0]) else None
+        runs.append(same or run_arm(model, dataset, arm, steps, seed=seed, device=device,
+                                    inject=inject))
+    entries = judge(arms, runs, start, steps)
+    return {"steps": steps, "arms": [a.to_dict() for a in arms], "bands": fixed,
+            "L0": start[0], "L0_se": start[1],
+            "runs": [{"spec": a.spec, "losses": r["losses"], "failed": r["failed"],
+                      "median_step_seconds": statistics.median(r["step_seconds"])
+                      if r["step_seconds"] else None} for a, r in zip(arms, runs, strict=True)],
+            "recommendations": entries,
+            "verdict": "pass" if all(e["verdict"] == "pass" for e in entries) else "fail",
+            "_internal": (arms, runs, start)}
+
+
+def verify_lines(outcome: dict[str, Any]) -> str:
+    """One block per recommendation: its verdict, the claim and the time model."""
+    lines = [f"verify ({outcome['steps']} steps from the measured point, L₀ = "
+             f"{outcome['L0']:.4g}): {outcome['verdict'].upper()}"]
+    for e in outcome["recommendations"]:
+        c = e["claim"]
+        if c is None:
+            lines.append(f"  {e['spec']}: {e['verdict']} — the baseline itself, no claim")
+        else:
+            lines.append(
+                f"  {e['spec']}: {e['verdict']} — progress ratio {c['measured']:.3g}, at least "
+                f"{c['predicted'] - c['tolerance']:.3g} claimed (last {TAIL:.0%}: "
+                f"{c['recommended_tail']:.4g} vs DSGD {c['baseline_tail']:.4g})"
+                + (f"; run stopped: {c['failed']}" if c.get("failed") else ""))
+        for name, t in (("time", e["time"]), ("DSGD time", e["baseline_time"])):
+            if t is not None:
+                lines.append(f"    {name}: measured {1e3 * t['measured']:.3g} ms/step vs "
+                             f"predicted {1e3 * t['predicted']:.3g} ± {1e3 * t['tolerance']:.2g}"
+                             f" ({t['verdict']})")
+    return "\n".join(lines)
