@@ -4,8 +4,9 @@ The claim of :func:`~compsde.scaling.solve` is that the recommended target settl
 baseline's stationary loss. :func:`judge_recommendation` simulates the baseline, the
 recommended target and the unchanged target (the target with the baseline's knobs) on
 ``f = ½ L‖x‖²`` with the recommendation's noise, each agent's batch drawn as the mean of B
-per-sample draws (THEORY.md §1a, so the check does not reuse the σ/√B line it judges), and
-judges through :mod:`compsde.verdicts`:
+per-sample draws when the noise is Gaussian (THEORY.md §1a, so the check does not reuse the σ/√B
+line it judges; Student-t batches are drawn at σ/√B, the convention of the rules, since their
+mean is not that law), and judges through :mod:`compsde.verdicts`:
 
     level(target) / level(baseline) = 1  within  4·se (delta method) + the rule budget,
 
@@ -120,7 +121,9 @@ def judge_recommendation(rec: Recommendation, *, L: float | None, sigma: float =
     noise = _noise_spec(sigma, nu)
     steps = _steps(rec, curvature, sigma, nu)
     largest = max(s.batch * s.agents for s in (rec.baseline, rec.target, rec.unchanged))
-    batch_noise = "mean" if runs * largest * d * steps <= MAX_DRAWS else "scale"
+    # Gaussian batches are drawn as they are (the mean of B draws); Student-t ones at σ/√B, the
+    # convention the rules are stated in: the mean of B Student-t draws is not that law (§1a)
+    batch_noise = "mean" if nu is None and runs * largest * d * steps <= MAX_DRAWS else "scale"
     budget = rule_budget(rec, landscape, noise)
     runner = quadratic_runner(landscape, noise, runs=runs, records=100, x0=0.0,
                               batch_noise=batch_noise)
