@@ -406,5 +406,7 @@ def test_verify_writes_a_verdict_per_recommendation(tmp_path, capsys):
             assert r["claim"]["tolerance"] == pytest.approx(
                 4 * r["claim"]["se"] + 0.25 + band)
             assert r["claim"]["verdict"] == "pass", r["claim"]   # the real rule holds here
+    law = ver["batch_law_simulation"]
+    assert law["law"]["verdict"] == law["rules"]["verdict"] == "pass"
     assert (out / "verify.png").stat().st_size > 10_000
     assert saved["recommendation"]["spec"] == recs[0]["spec"]

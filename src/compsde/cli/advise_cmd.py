@@ -16,6 +16,8 @@ from ..advise.verify import DEFAULT_STEPS, check_steps, plan, verify_lines
 from ..advise.verify import plot as plot_verify
 from ..advise.verify import verify as run_verify
 from ..diagnose.batch_law import samples_needed
+from ..diagnose.batch_law_check import judge as judge_batch_law
+from ..diagnose.batch_law_check import lines as batch_law_lines
 from ..diagnose.measure import DEFAULT_COMPRESSORS
 from ..io import versions
 from ..limits import check_duration, least_seconds
@@ -23,6 +25,7 @@ from ..nn.data import check_data
 from .common import OUT_DIR, prepare_out
 
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # the model's parameters are float32
+LAW_PAIRS = 4000   # pairs of batch means per point of the simulated batch-law check (~5 s)
 
 
 @click.command("advise")
@@ -140,6 +143,10 @@ def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
                          methods=[a.spec for a in arms[1:]], device=device,
                          before_runs=before_runs, inject=inject)
     arms_, runs, start = outcome.pop("_internal")
+    law_check = judge_batch_law(pairs=LAW_PAIRS, seed=seed)   # the law the rules assume
+    outcome["batch_law_simulation"] = law_check
+    if law_check["verdict"] != "pass":
+        outcome["verdict"] = "fail"
     verify_png = plot_verify(arms_, runs, outcome["recommendations"], start, out / "verify.png")
     extra["seconds"] = time.perf_counter() - started
     json_path, png_path = save(result, out, {**extra, "verify": outcome})
@@ -147,6 +154,7 @@ def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
         click.echo(json_path.read_text(), nl=False)
     else:
         click.echo(verify_lines(outcome))
+        click.echo(batch_law_lines(law_check))
         click.echo(f"wrote {json_path}, {png_path} and {verify_png} "
                    f"({extra['seconds']:.1f} s)")
     if outcome["verdict"] != "pass":
