@@ -132,3 +132,40 @@ def test_validate_needs_two_runs_for_its_standard_errors(runs):
         validate("dsgd", "quadratic:d=1", "gaussian", lr=0.1, steps=2, runs=runs)
     with pytest.raises(ValueError, match="runs"):
         lr_sweep("dsgd", "quadratic:d=1", "gaussian", lrs=[0.1, 0.05], horizon=1.0, runs=runs)
+
+
+def runs_result(losses: np.ndarray) -> RunResult:
+    return RunResult(steps=np.arange(losses.shape[0]), time=np.arange(losses.shape[0]) * 0.1,
+                     losses=losses, config={})
+
+
+def test_spread_ratio_drops_deterministic_records_and_judges_the_rest():
+    """Records where every run is the same (se 0) are reported, not judged; elsewhere a spread
+    1.2× apart passes the 25 % budget and one 2× apart fails."""
+    from compsde.validate import compare_spread_ratio, spread_check
+
+    gen = np.random.default_rng(0)
+    base = gen.standard_normal((4, 4000))
+    flat = np.ones((1, 4000))
+    a = runs_result(np.vstack([flat, flat, 1 + base[:2], 1 + base[2:]]))
+    close = runs_result(np.vstack([flat, flat + 1e-16 * base[:1],
+                                   1 + 1.2 * gen.standard_normal((4, 4000))]))
+    stats = compare_spread_ratio(a, close)
+    assert stats["judged_records"] == 4 and not stats["judged"][:2].any()
+    assert spread_check(stats, "x")["verdict"] == "pass"
+    far = runs_result(np.vstack([flat, flat, 1 + 2.0 * gen.standard_normal((4, 4000))]))
+    assert spread_check(compare_spread_ratio(a, far), "x")["verdict"] == "fail"
+
+
+def test_first_order_budget_is_fitted_on_the_other_learning_rates():
+    from compsde.validate import LrSweep
+
+    lrs = np.array([0.05, 0.1, 0.2])
+    sweep = LrSweep(lrs, 0.08 * lrs + np.array([0.01, 0.0, 0.0]), np.full(3, 1e-4), 1.0,
+                    1.0, 0.0, 4, slope_se=0.01)
+    const, se, used = sweep.first_order_constant(exclude=0.05)
+    assert used == 2 and const == pytest.approx(0.08) and se > 0
+    budget, why = sweep.first_order_budget(0.05)
+    assert budget == pytest.approx((const + 2 * se) * 0.05) and "other" in why
+    failed = LrSweep(lrs, 0.08 * lrs, np.full(3, 1e-4), 1.0, 2.0, 0.0, 4, slope_se=0.01)
+    assert failed.first_order_budget(0.05)[0] == 0.0      # slope 2: not first order
