@@ -5,11 +5,15 @@ launches several tensor operations (no step of any backend takes less than ``STE
 no device updates more than ``NUMBER_RATE`` numbers a second. A run whose *lower bound* exceeds
 ``MAX_SECONDS`` (one day) is refused with that estimate, unless the caller allows long runs
 (the CLI's ``--allow-long``): such a run would certainly not end in a day, on any machine.
+A run whose lower bound exceeds ``PROBE_ABOVE`` is timed on its first steps (a fraction of a
+second, :func:`measured_seconds`); that estimate is judged against the same bound and printed.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from typing import Any
 
 #: seconds one step takes at the fastest (measured: 50–90 µs on a CPU, more on a GPU)
@@ -19,6 +23,10 @@ NUMBER_RATE = 1e11
 #: the longest run started without being asked for: one day
 MAX_SECONDS = 86_400.0
 ALLOW_FLAG = "--allow-long"
+#: lower bounds above this many seconds are measured on the first steps before the run starts
+PROBE_ABOVE = 60.0
+PROBE_STEPS = 20
+PROBE_SECONDS = 0.25
 
 
 def least_seconds(steps: float, numbers_per_step: float = 1.0) -> float:
@@ -41,16 +49,41 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:.3g} s"
 
 
+FLOOR_BASIS = f"at {STEP_FLOOR * 1e6:g} µs a step, the fastest any machine runs one"
+
+
 def check_duration(flag: str, value: Any, seconds: float, *, allow: bool = False,
                    bound: float = MAX_SECONDS, allow_flag: str = ALLOW_FLAG,
-                   fix: str | None = None) -> None:
-    """Refuse (ValueError starting with ``flag``) a run that takes at least ``seconds`` when
-    that exceeds ``bound``, unless ``allow``; ``fix`` says what to change (default: lower
-    ``flag``)."""
+                   fix: str | None = None, basis: str = FLOOR_BASIS,
+                   least: bool = True) -> None:
+    """Refuse (ValueError starting with ``flag``) a run that takes (``least``: at least)
+    ``seconds`` when that exceeds ``bound``, unless ``allow``; ``fix`` says what to change
+    (default: lower ``flag``), ``basis`` where the estimate comes from."""
     if allow or seconds <= bound:
         return
     how = f", or pass {allow_flag} to run it anyway" if allow_flag else ""
-    raise ValueError(f"{flag} {value} would make the run take at least "
-                     f"{format_duration(seconds)} (at {STEP_FLOOR * 1e6:g} µs a step, the "
-                     f"fastest any machine runs one), above the bound of "
-                     f"{format_duration(bound)}; {fix or f'lower {flag}'}{how}")
+    raise ValueError(f"{flag} {value} would make the run take {'at least ' if least else ''}"
+                     f"{'about ' if not least else ''}{format_duration(seconds)} ({basis}), "
+                     f"above the bound of {format_duration(bound)}; "
+                     f"{fix or f'lower {flag}'}{how}")
+
+
+def measured_seconds(probe: Callable[[int], Any], steps: float, workers: int = 1,
+                     probe_steps: int = PROBE_STEPS, enough: float = PROBE_SECONDS) -> float:
+    """Seconds of a run of ``steps`` steps, timed on its first steps: ``probe(k)`` (the same run
+    cut to k steps) at k and 2k, k doubling from ``probe_steps`` until the longer probe takes
+    ``enough`` seconds; the difference of the two leaves out what a run costs once (building
+    the problem, starting the chunks). The work is shared among ``workers``; the result is
+    never below :func:`least_seconds`."""
+    def timed(k: int) -> float:
+        started = time.perf_counter()
+        probe(k)
+        return time.perf_counter() - started
+
+    k = probe_steps
+    short, long = timed(k), timed(2 * k)
+    while long < enough and 4 * k <= steps:
+        k *= 2
+        short, long = long, timed(2 * k)
+    per_step = max(long - short, 0.0) / k
+    return max(float(steps) * per_step / max(1, workers), least_seconds(steps))

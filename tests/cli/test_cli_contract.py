@@ -607,3 +607,50 @@ def test_validate_sweep_panel_says_inconclusive_where_no_slope_can_be_fitted():
     assert "INCONCLUSIVE" in title and "1 of 3" in title and "FAIL" not in title
     assert _sweep_title(sweep([True, True, False], "fail")).endswith("verdict FAIL")
     assert _sweep_title(sweep([True, True, True], "pass")).endswith("verdict PASS")
+
+
+def test_run_time_is_measured_on_the_first_steps():
+    import time
+
+    from compsde.limits import measured_seconds
+
+    calls = []
+
+    def probe(k):                       # 40 ms to set up, then 1 ms a step
+        calls.append(k)
+        time.sleep(0.04 + 1e-3 * k)
+    seconds = measured_seconds(probe, 10**6)
+    assert 0.7e3 < seconds < 1.6e3, seconds          # 10⁶ steps × 1 ms, the set-up left out
+    assert max(calls) < 1000                          # a fraction of a second of probing
+    assert measured_seconds(probe, 10**6, workers=4) < seconds / 2
+
+
+def _timed_simulate(seen):
+    def work(*args, steps, **kwargs):
+        if steps >= 10**6:                             # the run itself
+            raise WorkStarted("simulate")
+        seen.append(steps)
+        import time
+        time.sleep(1e-3 * steps)                       # the probes: 1 ms a step
+    return work
+
+
+def test_a_run_measured_longer_than_a_day_is_refused_before_it_starts(tmp_path, monkeypatch,
+                                                                      capsys):
+    seen = []
+    monkeypatch.setattr("compsde.cli.simulate_cmd.simulate", _timed_simulate(seen))
+    code = main(["simulate", "--steps", str(10**8), "--runs", "4", "--no-progress", "--out",
+                 str(tmp_path)])                       # 10⁸ steps × 1 ms: about 28 h
+    err = capsys.readouterr().err
+    _one_line_error(code, err, "--steps")
+    assert "measured on its first steps" in err and seen
+
+
+def test_a_long_run_says_how_long_it_takes_before_it_starts(tmp_path, monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr("compsde.cli.simulate_cmd.simulate", _timed_simulate(seen))
+    with pytest.raises(WorkStarted):
+        main(["simulate", "--steps", str(10**7), "--runs", "4", "--no-progress", "--out",
+              str(tmp_path)])                          # about 2.8 h: runs, with a note
+    err = capsys.readouterr().err
+    assert "note: this run takes about" in err and " h " in err

@@ -281,6 +281,36 @@ def parse_executor(spec: str | None, jobs: int = 1) -> Any:
         raise ValueError(text) from None
 
 
+def local_workers(executor: Any) -> int:
+    """Processes sharing a run's chunks on this machine (``processes:N``: N; else 1)."""
+    return int(executor.workers) if executor.spec.startswith("processes:") else 1
+
+
+def check_run_time(flag: str, value: Any, steps: float, numbers: float, *, allow: bool,
+                   probe: Callable[[int], Any] | None = None, workers: int = 1,
+                   fix: str | None = None) -> None:
+    """Before the run: refuse one that takes more than a day even at the fastest step
+    (:mod:`compsde.limits`); one whose lower bound exceeds a minute is timed on its first steps
+    (``probe(k)`` runs k of them), refused above a day and its estimate printed as a note.
+    ``allow`` (``--allow-long``) lifts the refusals and the probe."""
+    from ..limits import (
+        PROBE_ABOVE,
+        check_duration,
+        format_duration,
+        least_seconds,
+        measured_seconds,
+    )
+
+    lower = least_seconds(steps, numbers)
+    check_duration(flag, value, lower, allow=allow, fix=fix)
+    if probe is None or allow or lower < PROBE_ABOVE:
+        return
+    seconds = measured_seconds(probe, steps, workers)
+    basis = "measured on its first steps"
+    check_duration(flag, value, seconds, allow=allow, fix=fix, basis=basis, least=False)
+    click.echo(f"note: this run takes about {format_duration(seconds)} ({basis})", err=True)
+
+
 def default_record_every(steps: int, record_every: int | None) -> int:
     return record_every if record_every is not None else max(1, steps // 200)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -12,9 +13,11 @@ from ..plotting import plot_losses, readable_spec, run_title
 from ..sde import simulate_sde
 from ..sde.phases import PHASE_MODELS, phase_builder
 from .common import (
+    check_run_time,
     default_record_every,
     executor_option,
     jobs_option,
+    local_workers,
     parse_executor,
     parse_x0,
     prepare_out,
@@ -50,11 +53,24 @@ def sde_command(method: str, landscape: str, noise: str, lr: float, lr_schedule:
     start = parse_x0(x0)
     paths = max(runs, 1) * max(agents, 1)
     check_duration("--steps", steps, least_seconds(steps, paths), allow=allow_long)
+    if dt is not None and dt > 0 and lr > 0 and not math.isfinite(lr / dt):
+        raise ValueError(f"--dt {dt:g} is too small for --lr {lr:g}: ceil(lr/dt) sub-steps a "
+                         f"step overflow; raise --dt")
     if dt is not None and dt > 0 and lr > 0:
         check_duration("--dt", f"{dt:g}", least_seconds(steps * (lr / dt), paths),
                        allow=allow_long, fix="raise --dt (ceil(lr/dt) sub-steps a step)")
     prepare_out(out, files=["result.json", "loss.png"] if plot else ["result.json"])
     builder = None if model == "full" else phase_builder(model)
+
+    def probe(k: int) -> None:  # k Euler–Maruyama steps of the same SDE, in this process
+        simulate_sde(method, landscape, noise, lr=lr, steps=k, agents=agents, batch=batch,
+                     runs=runs, seed=seed, x0=start, dtype=dtype, device=device,
+                     record_every=k, lr_schedule=lr_schedule, stability=stability,
+                     moments=moments, samples=samples, model=builder)
+    substeps = math.ceil(lr / dt) if dt is not None and dt > 0 and lr > 0 else 1
+    check_run_time("--dt" if substeps > 1 else "--steps", f"{dt:g}" if substeps > 1 else steps,
+                   steps * substeps, paths, allow=allow_long, probe=probe,
+                   workers=local_workers(chosen))
     result = simulate_sde(method, landscape, noise, lr=lr, steps=steps, agents=agents,
                           batch=batch, runs=runs, seed=seed, x0=start, dtype=dtype, device=device,
                           record_every=default_record_every(steps, record_every),

@@ -11,9 +11,11 @@ from ..noise import BATCH_NOISE
 from ..plotting import plot_losses, readable_spec, run_title
 from ..simulation import simulate
 from .common import (
+    check_run_time,
     default_record_every,
     executor_option,
     jobs_option,
+    local_workers,
     parse_executor,
     parse_x0,
     prepare_out,
@@ -40,6 +42,13 @@ def simulate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
     check_duration("--steps", steps, least_seconds(steps, max(runs, 1) * max(agents, 1)),
                    allow=allow_long)
     prepare_out(out, files=["result.json", "loss.png"] if plot else ["result.json"])
+
+    def probe(k: int) -> None:  # the same run, cut to its first k steps, in this process
+        simulate(method, landscape, noise, lr=lr, steps=k, agents=agents, batch=batch,
+                 runs=runs, seed=seed, x0=start, dtype=dtype, device=device, record_every=k,
+                 lr_schedule=lr_schedule, batch_noise=batch_noise)
+    check_run_time("--steps", steps, steps, max(runs, 1) * max(agents, 1), allow=allow_long,
+                   probe=probe, workers=local_workers(chosen))
     result = simulate(method, landscape, noise, lr=lr, steps=steps, agents=agents, batch=batch,
                       runs=runs, seed=seed, x0=start, dtype=dtype, device=device,
                       record_every=default_record_every(steps, record_every),

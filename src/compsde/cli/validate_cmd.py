@@ -12,12 +12,15 @@ from .._checks import check_int
 from ..io import save_figure, versions, write_json
 from ..limits import check_duration, least_seconds
 from ..noise import BATCH_NOISE
+from ..simulation import simulate
 from ..validate import Z_DEFAULT, lr_sweep, validate
 from ..verdicts import summary
 from .common import (
+    check_run_time,
     default_record_every,
     executor_option,
     jobs_option,
+    local_workers,
     parse_executor,
     parse_x0,
     prepare_out,
@@ -81,11 +84,17 @@ def validate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
         raise ValueError(f"--substeps must be an integer >= 1, got {substeps}")
     if horizon is not None and not horizon > 0:
         raise ValueError(f"--horizon must be a number > 0, got {horizon}")
-    _check_time(steps, runs * max(agents, 1), substeps, lr, lrs, horizon, allow_long)
+    total = _check_time(steps, runs * max(agents, 1), substeps, lr, lrs, horizon, allow_long)
     common = dict(agents=agents, batch=batch, seed=seed, x0=parse_x0(x0), dtype=dtype,
                   device=device, lr_schedule=lr_schedule, progress=progress,
                   executor=parse_executor(executor, jobs))
     prepare_out(out, files=["result.json", "loss.png"] if plot else ["result.json"])
+
+    def probe(k: int) -> None:  # the algorithm's first k steps: the cost of one step
+        simulate(method, landscape, noise, lr=lr, steps=k, runs=runs, record_every=k,
+                 batch_noise=batch_noise, **(common | {"progress": False, "executor": None}))
+    check_run_time("--steps", steps, total, runs * max(agents, 1), allow=allow_long,
+                   probe=probe, workers=local_workers(common["executor"]))
     check = validate(method, landscape, noise, lr=lr, steps=steps, runs=runs, z=z,
                      dt=lr / (substeps or 1), stability=stability, moments=moments,
                      batch_noise=batch_noise,
@@ -139,8 +148,9 @@ def _sweep_title(sweep) -> str:  # type: ignore[no-untyped-def]
 
 
 def _check_time(steps: int, paths: int, substeps: int | None, lr: float,
-                lrs: list[float] | None, horizon: float | None, allow: bool) -> None:
-    """Refuse, before any work, a comparison or sweep that would take more than a day."""
+                lrs: list[float] | None, horizon: float | None, allow: bool) -> float:
+    """Refuse, before any work, a comparison or sweep that would take more than a day even at
+    the fastest step; returns the steps (and sub-steps) of the whole command."""
     check_duration("--steps", steps, least_seconds(steps, paths), allow=allow)
     flag, value = ("--substeps", substeps) if substeps is not None else ("--steps", steps)
     check_duration(flag, value, least_seconds(steps * (1 + (substeps or 1)), paths),
@@ -151,6 +161,8 @@ def _check_time(steps: int, paths: int, substeps: int | None, lr: float,
         check_duration("--horizon" if horizon is not None else "--lr-sweep",
                        horizon if horizon is not None else ",".join(f"{v:g}" for v in lrs),
                        least_seconds(total, paths), allow=allow)
+        return steps * (1 + (substeps or 1)) + total
+    return steps * (1 + (substeps or 1))
 
 
 def _plot(check, sweep, path: Path) -> Path:  # type: ignore[no-untyped-def]
