@@ -654,3 +654,15 @@ def test_a_long_run_says_how_long_it_takes_before_it_starts(tmp_path, monkeypatc
               str(tmp_path)])                          # about 2.8 h: runs, with a note
     err = capsys.readouterr().err
     assert "note: this run takes about" in err and " h " in err
+
+
+def test_a_file_system_without_locks_runs_with_one_warning(tmp_path, monkeypatch, capsys):
+    import errno
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr("compsde.cli.common.fcntl.flock", no_locks)
+    assert main(["simulate", *SMALL, "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning:") and "cannot be locked" in err[0]
+    assert (tmp_path / "result.json").is_file()

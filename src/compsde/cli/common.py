@@ -156,13 +156,17 @@ def lock_out(folder: Path) -> None:
                          f"({exc.strerror or type(exc).__name__})") from None
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         handle.seek(0)
         holder = handle.read().strip()
         handle.close()
         who = f" (process {holder})" if holder.isdigit() else ""
         raise ValueError(f"--out {str(folder)!r} is in use by another compsde run{who}; wait "
                          f"for it to finish or choose another --out") from None
+    except OSError as exc:  # a file system without locks: run, but say what is not guarded
+        warnings.warn(f"--out {str(folder)!r} cannot be locked ({exc.strerror or exc}); "
+                      f"another run writing there at the same time would not be stopped",
+                      stacklevel=2)
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
