@@ -25,7 +25,7 @@ MAX_SECONDS = 86_400.0
 ALLOW_FLAG = "--allow-long"
 #: lower bounds above this many seconds are measured on the first steps before the run starts
 PROBE_ABOVE = 60.0
-PROBE_STEPS = 20
+PROBE_STEPS = 4
 PROBE_SECONDS = 0.25
 
 
