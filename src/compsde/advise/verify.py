@@ -29,7 +29,6 @@ import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -246,19 +245,22 @@ def judge(arms: list[Arm], runs: list[dict[str, Any]], start: tuple[float, float
             continue
         rec_mean, rec_se = tail_mean(run["losses"], steps)
         drop = l0 - base_mean
-        if not math.isfinite(rec_mean) or drop <= 0:
-            ratio, se = (-math.inf if not math.isfinite(rec_mean) else math.nan), 0.0
+        rule = (f"{arm.spec} at lr {arm.lr:.4g}, batch {arm.batch}, agents {arm.agents} "
+                f"reaches DSGD's loss over the last {TAIL:.0%}, within the advice's band "
+                f"{band(arm):.3g} (speed {arm.speed:.3g}, rule error {arm.rule_error:.2g})")
+        if not math.isfinite(rec_mean):
+            claim = verdicts.check("progress ratio (L₀ − L_rec)/(L₀ − L_base)", -math.inf, 1.0,
+                                   relation="at_least", rule=rule)
+        elif drop <= 0 or not math.isfinite(drop):  # DSGD made no progress (or diverged)
+            claim = verdicts.check("tail loss L_rec − L_base (DSGD made no progress)",
+                                   rec_mean - base_mean, 0.0, relation="at_most",
+                                   se=math.hypot(rec_se, base_se), rule=rule)
         else:
             ratio = (l0 - rec_mean) / drop
             se = math.sqrt(rec_se**2 + (ratio * base_se) ** 2 + ((1 - ratio) * se0) ** 2) / drop
-        claim = verdicts.check("progress ratio (L₀ − L_rec)/(L₀ − L_base)", ratio, 1.0,
-                               relation="at_least", se=se, budget=RULE_BUDGET,
-                               absolute=band(arm),
-                               rule=f"{arm.spec} at lr {arm.lr:.4g}, batch {arm.batch}, agents "
-                                    f"{arm.agents} reaches DSGD's loss over the last "
-                                    f"{TAIL:.0%}, within the advice's band {band(arm):.3g} "
-                                    f"(speed {arm.speed:.3g}, rule error "
-                                    f"{arm.rule_error:.2g})")
+            claim = verdicts.check("progress ratio (L₀ − L_rec)/(L₀ − L_base)", ratio, 1.0,
+                                   relation="at_least", se=se, budget=RULE_BUDGET,
+                                   absolute=band(arm), rule=rule)
         claim.update({"L0": l0, "L0_se": se0, "baseline_tail": base_mean,
                       "baseline_tail_se": base_se, "recommended_tail": rec_mean,
                       "recommended_tail_se": rec_se, "failed": run["failed"]})
@@ -294,59 +296,6 @@ def _time_check(arm: Arm, run: dict[str, Any]) -> dict[str, Any] | None:
 def check_steps(steps: int) -> int:
     """``steps`` for ``--verify``: an integer in [20, 100000] (a tail of two blocks)."""
     return check_int("--verify", steps, minimum=2 * BLOCK, maximum=100_000)
-
-
-def plot(arms: list[Arm], runs: list[dict[str, Any]], entries: list[dict[str, Any]],
-         start: tuple[float, float], path: str | Path) -> Path:
-    """Loss curves with each claim's band, and predicted against measured step times."""
-    import matplotlib.pyplot as plt
-
-    from ..io import save_figure
-
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8))
-    l0 = start[0]
-    ax.axhline(l0, color="gray", ls=":", label="L₀ (start, fixed examples)")
-    for arm, run in zip(arms, runs, strict=True):
-        ax.plot(run["losses"], lw=0.8, label=f"{arm.role}: {arm.spec}")
-    for entry in entries:
-        c = entry["claim"]
-        if c is None:
-            continue
-        base = c["baseline_tail"]
-        if math.isfinite(base):
-            hi = l0 - (c["predicted"] - c["tolerance"]) * (l0 - base)
-            n = len(runs[0]["losses"])
-            ax.fill_between([n * (1 - TAIL), n], [base, base], [hi, hi], alpha=0.2,
-                            label=f"{entry['spec']}: allowed above DSGD's tail "
-                                  f"({entry['verdict']})")
-            ax.hlines(c["recommended_tail"], n * (1 - TAIL), n, colors="black",
-                      label=f"{entry['spec']}: its tail mean")
-    ax.set(xlabel="step", ylabel="training loss (mean over agents)",
-           title="the advice, run: baseline and recommended")
-    ax.legend(fontsize=7)
-    pred, meas, names = [], [], []
-    for arm, run in zip(arms, runs, strict=True):
-        times = run["step_seconds"]
-        if arm.step_seconds is not None and times:
-            pred.append(1e3 * arm.step_seconds)
-            meas.append(1e3 * statistics.median(times))
-            names.append(arm.spec)
-    if pred:
-        top = 1.5 * max(pred + meas)
-        bx.plot([0, top], [0, top], "k-", lw=0.8, label="measured = predicted")
-        bx.fill_between([0, top], [0, 0.7 * top], [0, 1.3 * top], color="gray", alpha=0.15,
-                        label="± 30 %")
-        bx.scatter(pred, meas, zorder=3)
-        for x, y, name in zip(pred, meas, names, strict=True):
-            bx.annotate(name, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
-        bx.set(xlim=(0, top), ylim=(0, top))
-        bx.legend(fontsize=7)
-    bx.set(xlabel="predicted ms per step (in-process)", ylabel="measured ms per step (median)",
-           title="time model")
-    fig.tight_layout()
-    out = save_figure(fig, path)
-    plt.close(fig)
-    return out
 
 
 def start_loss(model: nn.Module, dataset: Any, seed: int,

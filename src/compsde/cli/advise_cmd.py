@@ -13,8 +13,8 @@ from .._checks import check_device, check_float, check_int
 from ..advise import advise, parse_bandwidth, parse_duration, parse_latency, save, table
 from ..advise.model import measure_dataset
 from ..advise.verify import DEFAULT_STEPS, check_steps, plan, verify_lines
-from ..advise.verify import plot as plot_verify
 from ..advise.verify import verify as run_verify
+from ..advise.verify_plot import plot as plot_verify
 from ..diagnose.batch_law import samples_needed
 from ..diagnose.batch_law_check import judge as judge_batch_law
 from ..diagnose.batch_law_check import lines as batch_law_lines
