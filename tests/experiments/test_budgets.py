@@ -43,3 +43,12 @@ def test_phase3_budget_covers_unequal_agents():
                                         lr=fig3.UNEQUAL["lr"], agents=4, x0=0.5)
     exact, first_order = stationary_loss(model, "discrete"), stationary_loss(model, "sde")
     assert abs(exact / first_order - 1) <= fig3.PHASE3_BUDGET.relative / 2
+
+
+def test_em_budget_covers_the_sde_levels_of_unequal_agents():
+    for name, x0 in (("dcsgd", 0.0), ("dsignsgd", 0.5)):
+        model = QuadraticModel.from_problem(fig3._unequal_method(name), fig3.UNEQUAL["landscape"],
+                                            fig3.UNEQUAL["noise"], lr=fig3.UNEQUAL["lr"],
+                                            agents=4, x0=x0)
+        exact, sde = stationary_loss(model, "discrete"), stationary_loss(model, "sde")
+        assert abs(exact / sde - 1) <= fig3.EM_BUDGET.relative / 2, name

@@ -275,3 +275,32 @@ def dcsgd_closed_form_without_gradient_part(monkeypatch: Any) -> None:
         return coefficients
 
     mutate(monkeypatch, curves, "linear_coefficients", wrong)
+
+
+def sde_plain_means_of_unequal_agents(monkeypatch: Any) -> None:
+    """The SDEs average unequal agents the wrong way: DCSGD's noise part (1 + ω̄)·mean σ_i²,
+    DSignSGD's sign means taken at the arithmetic mean of σ_i."""
+    from compsde.sde.moments import DCSGDMoments, DSignSGDMoments
+
+    def wrong_dcsgd(original: Any) -> Any:
+        def evaluate(self: DCSGDMoments, x: torch.Tensor) -> Any:
+            saved = self.alpha, self.c
+            self.alpha, self.c = (torch.full_like(v, float(v.mean())) for v in saved)
+            try:
+                return original(self, x)
+            finally:
+                self.alpha, self.c = saved
+
+        return evaluate
+
+    def wrong_sign(original: Any) -> Any:
+        def sign_means(self: DSignSGDMoments, x: torch.Tensor) -> torch.Tensor:
+            p = self.problem
+            scales = p.noise.scales(p.agents, p.dim, p.batch, dtype=x.dtype, device=x.device)
+            plain = scales.mean(0, keepdim=True).expand_as(scales)
+            return p.noise.standard_sign_mean(p.landscape.grad(x).unsqueeze(-2) / plain)
+
+        return sign_means
+
+    mutate(monkeypatch, DCSGDMoments, "evaluate", wrong_dcsgd)
+    mutate(monkeypatch, DSignSGDMoments, "sign_means", wrong_sign)

@@ -67,6 +67,13 @@ def test_arithmetic_means_of_unequal_agents_fail_fig3(monkeypatch, caught, tmp_p
            == {"fail"} and checks[-1]["verdict"] == "fail" else "pass")
 
 
+def test_sde_plain_means_of_unequal_agents_fail_fig3(monkeypatch, caught, tmp_path):
+    mutants.sde_plain_means_of_unequal_agents(monkeypatch)
+    checks = fig3_panels(tmp_path)[UNEQUAL]["checks"]
+    sde = [c["verdict"] for c in checks if "the SDE's" in c["quantity"]]
+    caught("fail" if sde == ["fail", "fail"] else "pass")
+
+
 def test_doubled_omega_fails_fig5_settling(monkeypatch, caught, tmp_path):
     mutants.omega_doubled_in_theory(monkeypatch)
     caught(fig5_panels(tmp_path)[A]["verdict"])
