@@ -26,6 +26,17 @@ def fig3_panels(out: Path) -> dict:
     return fig3.run(out, sizes=FIG3).panels
 
 
+def fig3_panel(name: str) -> dict:
+    """One panel of figure 3 at the sizes of FIG3, computed alone (no cache, no picture)."""
+    sizes = fig3.PRESETS["quick"] | FIG3
+    with fig3.single_thread():
+        if name == LEFT:
+            return fig3._left(None, sizes, 0, False)["panel"]
+        if name == BATCHES:
+            return fig3._batches(None, sizes, 0, False)["panel"]
+        return fig3._unequal(sizes, 0, False)["panel"]
+
+
 def fig5_panels(out: Path) -> dict:
     return fig5.run(out, sizes=FIG5).panels
 
@@ -45,7 +56,7 @@ def test_tripled_phase_bound_fails_fig3_left(monkeypatch, caught, tmp_path):
 def test_doubled_drawn_bound_fails_fig3_left(monkeypatch, caught, tmp_path):
     """The curve the picture draws is what is judged, not the separate closed-form level."""
     mutants.drawn_bound_doubled(monkeypatch)
-    caught(fig3_panels(tmp_path)[LEFT]["verdict"])
+    caught(fig3_panel(LEFT)["verdict"])
 
 
 def test_doubled_phase3_prediction_fails_fig3_right(monkeypatch, caught, tmp_path):
@@ -56,20 +67,20 @@ def test_doubled_phase3_prediction_fails_fig3_right(monkeypatch, caught, tmp_pat
 def test_batch_convention_over_b_fails_fig3_batches(monkeypatch, caught, tmp_path):
     """σ/B instead of σ/√B: the runs that really average B draws do not follow it."""
     mutants.batch_scale_over_b(monkeypatch)
-    caught(fig3_panels(tmp_path)[BATCHES]["verdict"])
+    caught(fig3_panel(BATCHES)["verdict"])
 
 
 def test_arithmetic_means_of_unequal_agents_fail_fig3(monkeypatch, caught, tmp_path):
     """Harmonic (DSignSGD) and (1+ω_i)-weighted (DCSGD) means replaced by plain ones."""
     mutants.arithmetic_means_of_unequal_agents(monkeypatch)
-    checks = fig3_panels(tmp_path)[UNEQUAL]["checks"]
+    checks = fig3_panel(UNEQUAL)["checks"]
     caught("fail" if {c["verdict"] for c in checks if c["quantity"].startswith("dcsgd")}
            == {"fail"} and checks[-1]["verdict"] == "fail" else "pass")
 
 
 def test_sde_plain_means_of_unequal_agents_fail_fig3(monkeypatch, caught, tmp_path):
     mutants.sde_plain_means_of_unequal_agents(monkeypatch)
-    checks = fig3_panels(tmp_path)[UNEQUAL]["checks"]
+    checks = fig3_panel(UNEQUAL)["checks"]
     sde = [c["verdict"] for c in checks if "the SDE's" in c["quantity"]]
     caught("fail" if sde == ["fail", "fail"] else "pass")
 
