@@ -410,3 +410,21 @@ def test_verify_writes_a_verdict_per_recommendation(tmp_path, capsys):
     assert law["law"]["verdict"] == law["rules"]["verdict"] == "pass"
     assert (out / "verify.png").stat().st_size > 10_000
     assert saved["recommendation"]["spec"] == recs[0]["spec"]
+
+
+def test_cauchy_noise_shows_a_flat_batch_law(generator):
+    """Measured on Cauchy noise: γ̂ ≈ 0 (the mean of B Cauchy draws has the scale of one)."""
+    _, m = measure_quadratic("student-t:nu=1,scale=1", generator, d=200, samples=64)
+    law = m.batch_law
+    assert law is not None and abs(law.gamma) <= 4 * law.se
+    assert law.alpha is not None and law.alpha < 2        # heavy tails: α from γ̂
+    text = table(advise(m, lr=LR, agents=AGENTS))
+    assert f"γ̂ = {law.gamma:.3g}" in text
+    assert m.to_dict()["batch_law"]["gamma"] == law.gamma
+
+
+def test_too_few_samples_state_the_gaussian_assumption(generator):
+    _, m = measure_quadratic("gaussian:scale=1", generator, d=10, samples=32)
+    assert m.batch_law is None and any("needs at least 64" in n for n in m.notes)
+    result = advise(m, lr=LR, agents=AGENTS)
+    assert any("assume the Gaussian γ = ½" in w for w in result.warnings)

@@ -300,15 +300,16 @@ def check_steps(steps: int) -> int:
 
 def start_loss(model: nn.Module, dataset: Any, seed: int,
                device: torch.device | str = "cpu") -> tuple[float, float]:
-    """L₀ on :data:`EVAL_EXAMPLES` training examples drawn with ``seed``."""
+    """L₀ on :data:`EVAL_EXAMPLES` training examples drawn with ``seed``, in training mode
+    like the runs' losses (normalisation layers on batch statistics), on a copy of ``model``."""
+    import copy
+
     n = len(dataset.y_train)
     index = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
     x, y = dataset.train_batch(index[:min(EVAL_EXAMPLES, n)], device)
-    model.eval()
-    try:
-        return eval_loss(model, x, y)
-    finally:
-        model.train()
+    net = copy.deepcopy(model)
+    net.train()
+    return eval_loss(net, x, y)
 
 
 def verify(advice: Advice, model: nn.Module, dataset: Any, steps: int, *, seed: int = 0,
