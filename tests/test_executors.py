@@ -171,7 +171,8 @@ except KeyboardInterrupt:
 '''
 
 
-def test_sigint_of_the_driver_ends_its_worker_processes(tmp_path):
+@pytest.mark.parametrize("name, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_to_the_driver_ends_its_worker_processes(name, code, tmp_path):
     import os
     import signal
     import subprocess
@@ -191,16 +192,27 @@ def test_sigint_of_the_driver_ends_its_worker_processes(tmp_path):
         workers = [int(p.stem) for p in started.iterdir()]
         assert len(workers) == 2
         begun = time.monotonic()
-        driver.send_signal(signal.SIGINT)
+        driver.send_signal(getattr(signal, name))
         out, err = driver.communicate(timeout=30)   # not the 120 s the tasks would take
         assert time.monotonic() - begun < 30
     finally:
         driver.kill()
-    assert driver.returncode == 130 and "interrupted" in out, err
-    for pid in workers:                             # the workers are gone, not orphaned
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        with open(f"/proc/{pid}/stat") as stat:      # a zombie waiting for init counts as gone
-            assert stat.read().split()[2] == "Z", pid
+        left = [int(p.stem) for p in started.iterdir()]
+        alive = [pid for pid in left if _running(pid)]
+        for pid in alive:                           # a failing run leaves none behind either
+            os.kill(pid, signal.SIGKILL)
+    assert driver.returncode == code, err
+    assert ("interrupted" in out) == (name == "SIGINT"), out
+    assert not alive, alive                         # the workers are gone, not orphaned
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False

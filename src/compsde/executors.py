@@ -12,7 +12,9 @@ nothing needs a shared file system. A task that raises stops the whole map with
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 import time
 import traceback
 from abc import ABC, abstractmethod
@@ -132,6 +134,7 @@ class ProcessExecutor(Executor):
         pool = ProcessPoolExecutor(max_workers=min(self.workers, len(items)),
                                    mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_limit_threads, initargs=(threads,))
+        previous = _exit_on_sigterm()
         try:
             futures = {pool.submit(_call, fn, item): i for i, item in enumerate(items)}
             while futures:
@@ -141,7 +144,22 @@ class ProcessExecutor(Executor):
         except BaseException:  # a failure, an interrupt or the caller stopping early
             _stop(pool)
             raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         pool.shutdown(wait=True)
+
+
+def _exit_on_sigterm() -> Any:
+    """While workers run, SIGTERM (``kill``, ``timeout``) raises SystemExit(143) in the driver,
+    so that it ends its workers before exiting instead of leaving them behind; returns the
+    handler to restore (None off the main thread, where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 def _stop(pool: Any) -> None:
