@@ -49,7 +49,8 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:.3g} s"
 
 
-FLOOR_BASIS = f"at {STEP_FLOOR * 1e6:g} µs a step, the fastest any machine runs one"
+FLOOR_BASIS = (f"at the fastest any machine runs: {STEP_FLOOR * 1e6:g} µs a step, "
+               f"{NUMBER_RATE:.0e} numbers a second")
 
 
 def check_duration(flag: str, value: Any, seconds: float, *, allow: bool = False,
@@ -62,10 +63,10 @@ def check_duration(flag: str, value: Any, seconds: float, *, allow: bool = False
     if allow or seconds <= bound:
         return
     how = f", or pass {allow_flag} to run it anyway" if allow_flag else ""
-    raise ValueError(f"{flag} {value} would make the run take {'at least ' if least else ''}"
-                     f"{'about ' if not least else ''}{format_duration(seconds)} ({basis}), "
-                     f"above the bound of {format_duration(bound)}; "
-                     f"{fix or f'lower {flag}'}{how}")
+    length = (f"{'at least' if least else 'about'} {format_duration(seconds)}"
+              if math.isfinite(seconds) else "forever")
+    raise ValueError(f"{flag} {value} would make the run take {length} ({basis}), above the "
+                     f"bound of {format_duration(bound)}; {fix or f'lower {flag}'}{how}")
 
 
 def measured_seconds(probe: Callable[[int], Any], steps: float, workers: int = 1,

@@ -666,3 +666,19 @@ def test_a_file_system_without_locks_runs_with_one_warning(tmp_path, monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("warning:") and "cannot be locked" in err[0]
     assert (tmp_path / "result.json").is_file()
+
+
+@pytest.mark.parametrize("command, args, flag", [
+    ("simulate", ["--steps", "5", "--agents", str(2**70)], "--agents"),
+    ("simulate", ["--steps", "5", "--runs", str(2**70)], "--runs"),
+    ("sde", ["--steps", "5", "--runs", str(2**70)], "--runs"),
+    ("demo", ["--runs", str(2**70)], "--runs"),
+    ("validate", ["--steps", "5", "--lr-sweep", "--horizon", "1e308"], "--horizon"),
+])
+def test_the_time_is_blamed_on_the_flag_that_sets_it(command, args, flag, tmp_path,
+                                                     monkeypatch, capsys):
+    _forbid(monkeypatch, WORK[command][1])
+    code = main([command, *args, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    _one_line_error(code, err, flag)
+    assert err.startswith(f"error: {flag} ") and ("at least" in err or "forever" in err)

@@ -290,6 +290,21 @@ def local_workers(executor: Any) -> int:
     return int(executor.workers) if executor.spec.startswith("processes:") else 1
 
 
+def time_flag(steps: Any, sizes: dict[str, Any]) -> tuple[str, Any]:
+    """The flag a run's time is blamed on: ``--steps``, or the largest of ``sizes`` (e.g.
+    ``--runs``, ``--agents``) when their product, not the step count, sets the time of a step
+    (:func:`compsde.limits.least_seconds`)."""
+    from ..limits import NUMBER_RATE, STEP_FLOOR
+
+    numbers = 1.0
+    for value in sizes.values():
+        numbers *= max(float(value), 1.0)
+    if sizes and numbers / NUMBER_RATE > STEP_FLOOR:
+        flag = max(sizes, key=lambda name: float(sizes[name]))
+        return flag, sizes[flag]
+    return "--steps", steps
+
+
 def check_run_time(flag: str, value: Any, steps: float, numbers: float, *, allow: bool,
                    probe: Callable[[int], Any] | None = None, workers: int = 1,
                    fix: str | None = None) -> None:

@@ -19,7 +19,7 @@ from ..io import save_figure, versions, write_json
 from ..limits import check_duration, least_seconds
 from ..plotting import draw_loss
 from ..verdicts import summary
-from .common import OUT_DIR, SEED_MAX, prepare_out
+from .common import OUT_DIR, SEED_MAX, prepare_out, time_flag
 
 TITLES = ("Gaussian noise (σ = 1)", "Cauchy noise (Student-t, ν = 1, σ = 1)")
 
@@ -40,7 +40,8 @@ def demo_command(out: Path, runs: int, steps: int, seed: int) -> None:
     check_int("--runs", runs, minimum=2)
     check_int("--steps", steps, minimum=1)
     runs_all = len(demo.METHODS) * len(demo.NOISES)
-    check_duration("--steps", steps, least_seconds(runs_all * steps, runs), allow_flag="")
+    flag, value = time_flag(steps, {"--runs": runs})
+    check_duration(flag, value, least_seconds(runs_all * steps, runs), allow_flag="")
     check_int("--seed", seed, minimum=0, maximum=SEED_MAX)
     prepare_out(out, files=["demo.png", "result.json"])
     outcome = demo.run(runs=runs, steps=steps, seed=seed)

@@ -22,6 +22,7 @@ from .common import (
     parse_x0,
     prepare_out,
     problem_options,
+    time_flag,
 )
 
 
@@ -52,7 +53,8 @@ def sde_command(method: str, landscape: str, noise: str, lr: float, lr_schedule:
     chosen = parse_executor(executor, jobs)
     start = parse_x0(x0)
     paths = max(runs, 1) * max(agents, 1)
-    check_duration("--steps", steps, least_seconds(steps, paths), allow=allow_long)
+    flag, value = time_flag(steps, {"--runs": runs, "--agents": agents})
+    check_duration(flag, value, least_seconds(steps, paths), allow=allow_long)
     if dt is not None and dt > 0 and lr > 0 and not math.isfinite(lr / dt):
         raise ValueError(f"--dt {dt:g} is too small for --lr {lr:g}: ceil(lr/dt) sub-steps a "
                          f"step overflow; raise --dt")
@@ -68,7 +70,7 @@ def sde_command(method: str, landscape: str, noise: str, lr: float, lr_schedule:
                      record_every=k, lr_schedule=lr_schedule, stability=stability,
                      moments=moments, samples=samples, model=builder)
     substeps = math.ceil(lr / dt) if dt is not None and dt > 0 and lr > 0 else 1
-    check_run_time("--dt" if substeps > 1 else "--steps", f"{dt:g}" if substeps > 1 else steps,
+    check_run_time("--dt" if substeps > 1 else flag, f"{dt:g}" if substeps > 1 else value,
                    steps * substeps, paths, allow=allow_long, probe=probe,
                    workers=local_workers(chosen))
     result = simulate_sde(method, landscape, noise, lr=lr, steps=steps, agents=agents,

@@ -20,6 +20,7 @@ from .common import (
     parse_x0,
     prepare_out,
     problem_options,
+    time_flag,
 )
 
 
@@ -39,7 +40,8 @@ def simulate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
     """Simulate the discrete algorithm over --runs Monte-Carlo paths; writes result.json."""
     chosen = parse_executor(executor, jobs)
     start = parse_x0(x0)
-    check_duration("--steps", steps, least_seconds(steps, max(runs, 1) * max(agents, 1)),
+    flag, value = time_flag(steps, {"--runs": runs, "--agents": agents})
+    check_duration(flag, value, least_seconds(steps, max(runs, 1) * max(agents, 1)),
                    allow=allow_long)
     prepare_out(out, files=["result.json", "loss.png"] if plot else ["result.json"])
 
@@ -47,7 +49,7 @@ def simulate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
         simulate(method, landscape, noise, lr=lr, steps=k, agents=agents, batch=batch,
                  runs=runs, seed=seed, x0=start, dtype=dtype, device=device, record_every=k,
                  lr_schedule=lr_schedule, batch_noise=batch_noise)
-    check_run_time("--steps", steps, steps, max(runs, 1) * max(agents, 1), allow=allow_long,
+    check_run_time(flag, value, steps, max(runs, 1) * max(agents, 1), allow=allow_long,
                    probe=probe, workers=local_workers(chosen))
     result = simulate(method, landscape, noise, lr=lr, steps=steps, agents=agents, batch=batch,
                       runs=runs, seed=seed, x0=start, dtype=dtype, device=device,

@@ -25,6 +25,7 @@ from .common import (
     parse_x0,
     prepare_out,
     problem_options,
+    time_flag,
 )
 
 SWEEP_FACTORS = (2.0, 1.0, 0.5)  # --lr-sweep without values: 2·lr, lr, lr/2
@@ -93,7 +94,8 @@ def validate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
     def probe(k: int) -> None:  # the algorithm's first k steps: the cost of one step
         simulate(method, landscape, noise, lr=lr, steps=k, runs=runs, record_every=k,
                  batch_noise=batch_noise, **(common | {"progress": False, "executor": None}))
-    check_run_time("--steps", steps, total, runs * max(agents, 1), allow=allow_long,
+    flag, value = time_flag(steps, {"--runs": runs, "--agents": agents})
+    check_run_time(flag, value, total, runs * max(agents, 1), allow=allow_long,
                    probe=probe, workers=local_workers(common["executor"]))
     check = validate(method, landscape, noise, lr=lr, steps=steps, runs=runs, z=z,
                      dt=lr / (substeps or 1), stability=stability, moments=moments,
@@ -151,7 +153,8 @@ def _check_time(steps: int, paths: int, substeps: int | None, lr: float,
                 lrs: list[float] | None, horizon: float | None, allow: bool) -> float:
     """Refuse, before any work, a comparison or sweep that would take more than a day even at
     the fastest step; returns the steps (and sub-steps) of the whole command."""
-    check_duration("--steps", steps, least_seconds(steps, paths), allow=allow)
+    flag, value = time_flag(steps, {"--runs": paths})
+    check_duration(flag, value, least_seconds(steps, paths), allow=allow)
     flag, value = ("--substeps", substeps) if substeps is not None else ("--steps", steps)
     check_duration(flag, value, least_seconds(steps * (1 + (substeps or 1)), paths),
                    allow=allow)
