@@ -379,8 +379,11 @@ def test_verify_bad_input_before_any_work(args, needle, monkeypatch, tmp_path, c
 
 def test_verify_refuses_a_method_not_recommended_before_training(monkeypatch, tmp_path,
                                                                  capsys):
+    """Cauchy noise injected: DCSGD has no stationary loss, the advice gives it no
+    configuration, so it is not a recommended one."""
     _no_work(monkeypatch, "compsde.advise.verify.run_arm")
     code = main([*VERIFY, "--out", str(tmp_path), "--verify", "40",
+                 "--inject", "student-t:nu=1,scale=0.1",
                  "--verify-method", "dcsgd:randk:ratio=0.01"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
@@ -428,3 +431,13 @@ def test_too_few_samples_state_the_gaussian_assumption(generator):
     assert m.batch_law is None and any("needs at least 64" in n for n in m.notes)
     result = advise(m, lr=LR, agents=AGENTS)
     assert any("assume the Gaussian γ = ½" in w for w in result.warnings)
+
+
+def test_codec_parts_add_up_to_the_codec_time():
+    from compsde.advise.codec_time import codec_parts, codec_seconds
+
+    parts = codec_parts("dsignsgd", None, 4096, 4)
+    assert set(parts) == {"encode", "reduce", "decode"} and all(v >= 0 for v in parts.values())
+    assert parts["reduce"] < parts["encode"] + parts["decode"]   # bits all-gather at N = 4
+    assert codec_seconds("dsignsgd", None, 4096, 4) > 0
+    assert codec_parts("dsgd", None, 4096, 1) == {"encode": 0.0, "reduce": 0.0, "decode": 0.0}

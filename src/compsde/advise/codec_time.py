@@ -21,6 +21,7 @@ from .._checks import check_int
 from ..compressors import Compressor
 
 _measured: dict[tuple, float] = {}
+_parts: dict[tuple, dict[str, float]] = {}
 
 
 def method_spec(method: str, compressor: Compressor | None) -> str:
@@ -72,16 +73,36 @@ def codec_seconds(method: str, compressor: Compressor | None, d: int, agents: in
 
     work.copy_(grad)
     combined = combine(encode())
-    rounds = []
+    rounds, parts = [], []
     for _ in range(repeats + 1):
         work.copy_(grad)
         started = time.perf_counter()
         payload = encode()
+        encoded = time.perf_counter()
         if codec.collective == SCATTER:
             codec.replicate(codec.reduce(combined))
+            reduced = time.perf_counter()
             codec.decode(codec.gathered, bucket, out)
         else:
+            reduced = time.perf_counter()
             codec.decode(combined if codec.gathered is not None else payload, bucket, out)
-        rounds.append(time.perf_counter() - started)
+        done = time.perf_counter()
+        rounds.append(done - started)
+        parts.append((encoded - started, reduced - encoded, done - reduced))
     _measured[key] = seconds = statistics.median(rounds[1:])
+    _parts[key] = {name: statistics.median(p[i] for p in parts[1:])
+                   for i, name in enumerate(("encode", "reduce", "decode"))}
     return seconds
+
+
+def codec_parts(method: str, compressor: Compressor | None, d: int, agents: int, *,
+                sign_wire: str = "auto", randomness: str = "shared", repeats: int = 5,
+                dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """The medians of :func:`codec_seconds`'s three parts, seconds: ``encode`` (one rank's
+    message), ``reduce`` (the sign reduce-scatter's count of one shard, else 0) and
+    ``decode`` (the combined messages into the bucket); zeros for one agent."""
+    codec_seconds(method, compressor, d, agents, sign_wire=sign_wire, randomness=randomness,
+                  repeats=repeats, dtype=dtype)
+    key = (method_spec(method, compressor), int(d), int(agents), sign_wire, randomness,
+           int(repeats), dtype, torch.get_num_threads())
+    return dict(_parts.get(key, {"encode": 0.0, "reduce": 0.0, "decode": 0.0}))

@@ -17,8 +17,9 @@ runs:
   ``ηLω/(2N)``; DSignSGD the share of coordinates outside Phase 3 at the matched batch).
   The band is a number fixed from the advice before the runs. Reaching the loss faster than
   predicted is no failure of the advice.
-- **the time model** — the predicted in-process step time ``N·(t_compute·b + t_codec)``
-  (``b`` the batch multiplier; the agents run one after another, each encodes its message)
+- **the time model** — the predicted in-process step time
+  ``N·(t_compute·b + t_encode + t_reduce) + t_decode`` (``b`` the batch multiplier; the agents
+  run one after another, each encodes its message; the advice's codec time split into its parts)
   against the median measured step, within :data:`TIME_BUDGET` plus ``k·se``. The network term
   is not exercised in one process (``benchmarks/ddp.py`` checks it).
 """
@@ -35,9 +36,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .. import verdicts
+from .. import compressors, verdicts
 from .._checks import check_int
 from ..theory import ell
+from .codec_time import codec_parts
 from .predict import Advice, Prediction
 
 DEFAULT_STEPS = 500
@@ -74,11 +76,13 @@ class Arm:
 
 
 def recommended_specs(advice: Advice) -> list[str]:
-    """The configurations the advice recommends: its choice, and its runner-up if any."""
+    """The configurations the advice recommends: its choice first, then every other method it
+    gives a configuration at the reference loss for (a finite predicted loss)."""
     rec = advice.recommendation
     if rec is None:
         return []
-    return [rec["spec"]] + ([rec["runner_up"]] if rec.get("runner_up") else [])
+    return [rec["spec"]] + [p.spec for p in advice.predictions
+                            if p.finite and p.match_batch is not None and p.spec != rec["spec"]]
 
 
 def _rule_error(p: Prediction, advice: Advice) -> float:
@@ -96,9 +100,21 @@ def _rule_error(p: Prediction, advice: Advice) -> float:
 
 
 def _step_time(advice: Advice, p: Prediction, agents: int, mult: float) -> float | None:
+    """``N·(t_compute·b + t_encode + t_reduce) + t_decode``: the agents run one after another,
+    each encodes (and, on the sign reduce-scatter, counts its shard); one decode per step.
+    The parts are the advice's codec time split as :func:`.codec_time.codec_parts` measures."""
     if advice.compute_seconds is None:
         return None
-    return agents * (advice.compute_seconds * mult + (p.codec_seconds or 0.0))
+    compute = agents * advice.compute_seconds * mult
+    if not p.codec_seconds:
+        return compute
+    comp = None if p.compressor in (None, "sign") else compressors.make(p.compressor)
+    parts = codec_parts(p.method, comp, advice.measurement.d, agents)
+    total = sum(parts.values())
+    if total <= 0:
+        return compute + agents * p.codec_seconds
+    scale = p.codec_seconds / total
+    return compute + scale * (agents * (parts["encode"] + parts["reduce"]) + parts["decode"])
 
 
 def plan(advice: Advice, methods: list[str] | None = None) -> list[Arm]:
@@ -289,8 +305,8 @@ def _time_check(arm: Arm, run: dict[str, Any]) -> dict[str, Any] | None:
     se = 1.2533 * spread / math.sqrt(len(times))
     return verdicts.check("in-process step seconds", median, arm.step_seconds, se=se,
                           budget=TIME_BUDGET,
-                          rule=f"{arm.spec}: N·(t_compute·b + t_codec) predicts the measured "
-                               f"step of {arm.agents} simulated agents")
+                          rule=f"{arm.spec}: N·(t_compute·b + t_encode + t_reduce) + t_decode "
+                               f"predicts the measured step of {arm.agents} simulated agents")
 
 
 def check_steps(steps: int) -> int:

@@ -72,7 +72,8 @@ LAW_PAIRS = 4000   # pairs of batch means per point of the simulated batch-law c
                    f"the time model; exit 1 if one fails (bare --verify: {DEFAULT_STEPS})")
 @click.option("--verify-method", "verify_methods", multiple=True,
               help="with --verify: which recommended configuration(s) to run (the "
-                   "recommendation or its runner-up; default: the recommendation)")
+                   "recommendation, or a method the table matches to the reference loss; "
+                   "default: the recommendation)")
 @click.option("--json", "as_json", is_flag=True, help="print result.json instead of the table")
 @click.option("--out", type=OUT_DIR,
               default=Path("results/advise"), show_default=True,
