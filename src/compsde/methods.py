@@ -6,6 +6,13 @@ Every method is a compressor applied by each agent followed by the server's mean
 - DCSGD:     m_i = C_i(g_i),       C_i unbiased with variance parameter ω_i
 - DSignSGD:  m_i = sign(g_i),      the server averages the signs (not a majority vote)
 
+Beyond the paper (THEORY.md §8 "Beyond the paper"), read by the layers through two capability
+attributes, ``server`` ("mean" or "vote") and ``stateful`` (per-agent state across steps):
+
+- ``dsignsgd:vote=majority``: the server sends v = sign(Σ_i sign(g_i)) (0 on a tie, even N)
+- ``signum:beta=B[,vote=majority]``: m_i ← B m_i + (1 − B) g_i, then the mean (or vote) of
+  sign(m_i)
+
 Gradients arrive as tensors of shape (runs, agents, d); the update direction has shape (runs, d).
 """
 
@@ -17,10 +24,11 @@ import torch
 from torch import Tensor
 
 from . import compressors
-from ._spec import split_head
+from ._spec import parse_spec, reject_unknown, split_head
 from .compressors import Compressor
 
-METHOD_NAMES = ("dsgd", "dcsgd", "dsignsgd")
+METHOD_NAMES = ("dsgd", "dcsgd", "dsignsgd", "signum")
+VOTES = ("majority",)
 
 
 class Method:
@@ -28,7 +36,14 @@ class Method:
 
     ``compressors`` holds one compressor shared by all agents, or one per agent (heterogeneous
     ω_i, THEORY.md §1). Agents with the same compressor object are processed in one batch.
+
+    Capabilities the layers read instead of the name: ``server`` is ``"mean"`` (the server
+    averages the messages) or ``"vote"`` (it sends the sign of their sum); ``stateful`` says
+    each agent keeps a state across steps (:meth:`initial_state`, :meth:`step`).
     """
+
+    server = "mean"
+    stateful = False
 
     def __init__(self, name: str, compressor: Compressor | Sequence[Compressor]):
         self.name = name
@@ -98,6 +113,19 @@ class Method:
         """The server's update direction mean_i m_i, shape (..., d). Consumes ``grads``."""
         return self.messages(grads, generator).mean(dim=-2)
 
+    def check_agents(self, agents: int) -> None:
+        """Raise ValueError when the method is undefined for ``agents`` agents (no-op here)."""
+
+    def initial_state(self, shape: tuple[int, ...], dtype: torch.dtype,
+                      device: torch.device | str) -> Tensor | None:
+        """The per-agent state of a ``stateful`` method for gradients of ``shape``, else None."""
+        return None
+
+    def step(self, grads: Tensor, state: Tensor | None,
+             generator: torch.Generator | None = None) -> Tensor:
+        """The direction of one step given the state (updated in place); consumes ``grads``."""
+        return self.direction(grads, generator)
+
     def __repr__(self) -> str:
         return f"Method({self.spec!r})"
 
@@ -112,6 +140,87 @@ class DSignSGD(Method):
         # mean of ±1 = 2 · (fraction of non-negative entries) − 1; avoids materialising the signs.
         positive = (grads >= 0).sum(dim=-2, dtype=grads.dtype)
         return positive.mul_(2.0 / grads.shape[-2]).sub_(1.0)
+
+
+def majority_vote(grads: Tensor) -> Tensor:
+    """``sign(Σ_i sign(g_i))`` over the agents' dimension −2, with sign(0) = +1 per agent and
+    0 on a tie (even N): ``sign(2K − N)``, K the count of g_i ≥ 0 (THEORY.md §8)."""
+    positive = (grads >= 0).sum(dim=-2, dtype=grads.dtype)
+    return positive.mul_(2.0).sub_(grads.shape[-2]).sign_()
+
+
+def _check_vote_agents(spec: str, agents: int) -> None:
+    if agents < 2:
+        raise ValueError(f"agents must be at least 2 for the majority vote of {spec} (with one "
+                         f"agent the vote is that agent's sign: use dsignsgd), got {agents}")
+
+
+class MajorityVote(Method):
+    """DSignSGD with majority vote: x ← x − η · sign(Σ_i sign(g_i)), 0 on a tie (THEORY.md §8)."""
+
+    server = "vote"
+
+    def __init__(self) -> None:
+        super().__init__("dsignsgd-vote", compressors.make("sign"))
+
+    @property
+    def spec(self) -> str:
+        return "dsignsgd:vote=majority"
+
+    def check_agents(self, agents: int) -> None:
+        _check_vote_agents(self.spec, agents)
+
+    def direction(self, grads: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return majority_vote(grads)
+
+
+class Signum(Method):
+    """Signum: m_i ← β m_i + (1 − β) g_i (m_i = 0 at the start), x ← x − η · mean_i sign(m_i),
+    or the majority vote of the sign(m_i) with ``vote=True`` (THEORY.md §8)."""
+
+    stateful = True
+
+    def __init__(self, beta: float, vote: bool = False) -> None:
+        beta = float(beta)
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"beta of signum must be in [0, 1) (the momentum's weight on the "
+                             f"past; beta = 1 never moves), got {beta:g}")
+        super().__init__("signum", compressors.make("sign"))
+        self.beta = beta
+        self.vote = bool(vote)
+        self.server = "vote" if self.vote else "mean"
+
+    @property
+    def spec(self) -> str:
+        return f"signum:beta={self.beta!r}" + (",vote=majority" if self.vote else "")
+
+    def check_agents(self, agents: int) -> None:
+        if self.vote:
+            _check_vote_agents(self.spec, agents)
+
+    def initial_state(self, shape: tuple[int, ...], dtype: torch.dtype,
+                      device: torch.device | str) -> Tensor:
+        """The momentum buffers m_i = 0, shape (..., agents, d): one gradient per agent."""
+        return torch.zeros(shape, dtype=dtype, device=device)
+
+    def step(self, grads: Tensor, state: Tensor | None,
+             generator: torch.Generator | None = None) -> Tensor:
+        if state is None or state.shape != grads.shape:
+            raise ValueError(f"signum needs its momentum state of shape {tuple(grads.shape)} "
+                             f"(Method.initial_state)")
+        state.mul_(self.beta).add_(grads, alpha=1.0 - self.beta)
+        if self.vote:
+            return majority_vote(state)
+        positive = (state >= 0).sum(dim=-2, dtype=state.dtype)
+        return positive.mul_(2.0 / state.shape[-2]).sub_(1.0)
+
+    def direction(self, grads: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        raise ValueError(f"{self.spec} keeps a momentum per agent: use Method.step with the "
+                         f"state from Method.initial_state, not direction")
+
+    def messages(self, grads: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        raise ValueError(f"{self.spec} sends the signs of its momenta, not of the gradients: "
+                         f"use Method.step with the state from Method.initial_state")
 
 
 class DSGD(Method):
@@ -135,13 +244,43 @@ def DCSGD(compressor: str | Compressor | Sequence[Compressor]) -> Method:
     return method
 
 
+def _vote(spec: str, options: dict[str, str]) -> bool:
+    value = options.get("vote")
+    if value is None:
+        return False
+    if value.lower() not in VOTES:
+        raise ValueError(f"vote of {spec!r} must be one of {', '.join(VOTES)}, got {value!r}")
+    return True
+
+
+def _sign_family(name: str, spec: str) -> Method:
+    """``dsignsgd:vote=majority`` or ``signum:beta=B[,vote=majority]`` (THEORY.md §8)."""
+    _, options = parse_spec(spec, "method")
+    if name == "dsignsgd":
+        reject_unknown("method", name, options, {"vote"})
+        return MajorityVote() if _vote(spec, options) else DSignSGD()
+    reject_unknown("method", name, options, {"beta", "vote"})
+    if "beta" not in options:
+        raise ValueError(f"method 'signum' needs beta in [0, 1), e.g. 'signum:beta=0.9'; "
+                         f"got {spec!r}")
+    try:
+        beta = float(options["beta"])
+    except ValueError:
+        raise ValueError(f"beta of signum must be a number in [0, 1), got "
+                         f"{options['beta']!r}") from None
+    return Signum(beta, vote=_vote(spec, options))
+
+
 def make(spec: str) -> Method:
-    """Build a method from ``"dsgd"``, ``"dsignsgd"`` or ``"dcsgd:<compressor spec>"``."""
+    """Build a method from ``"dsgd"``, ``"dsignsgd[:vote=majority]"``, ``"dcsgd:<compressor
+    spec>"`` or ``"signum:beta=B[,vote=majority]"``."""
     name, rest = split_head(spec, "method")
     if name not in METHOD_NAMES:
         raise ValueError(f"method must be one of {', '.join(METHOD_NAMES)} "
-                         f"(dcsgd as 'dcsgd:<compressor>', e.g. dcsgd:randk:ratio=0.1); "
-                         f"got {spec!r}")
+                         f"(dcsgd as 'dcsgd:<compressor>', e.g. dcsgd:randk:ratio=0.1; "
+                         f"signum as 'signum:beta=0.9'); got {spec!r}")
+    if name == "signum" or (name == "dsignsgd" and rest):
+        return _sign_family(name, spec)
     if name == "dcsgd":
         if not rest:
             raise ValueError("method 'dcsgd' needs a compressor, e.g. 'dcsgd:randk:ratio=0.1'")

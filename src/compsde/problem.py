@@ -68,6 +68,7 @@ class Problem:
         self.batch_noise = noise.check_batch_noise(self.batch_noise)
         d = self.landscape.dim
         self.method.omegas(self.agents, d)  # checks per-agent lists and k <= d
+        self.method.check_agents(self.agents)  # e.g. a majority vote needs N >= 2
         self.noise.scales(self.agents, d, self.batch)  # checks per-agent/per-coordinate sizes
         x0 = check_vector("x0", self.x0)
         if x0.ndim == 0:

@@ -149,7 +149,9 @@ def simulate(
     d, n = problem.dim, problem.agents
     itemsize = torch.empty((), dtype=dtype).element_size()
     chunks = chunk_layout(runs, n * d)
-    check_memory(chunks, 4 * n * d * itemsize, memory_budget,
+    # a stateful method (Signum) keeps one more (runs, agents, d) buffer across steps
+    vectors = 4 + int(problem.method.stateful)
+    check_memory(chunks, vectors * n * d * itemsize, memory_budget,
                  f"{problem.landscape.spec} with {n} agent(s) in "
                  f"{str(dtype).removeprefix('torch.')}")
     check_kept_bytes(runs * d * itemsize, "the final iterates (runs × d)", kept_limit())
@@ -196,6 +198,7 @@ class SimulationJob(ChunkJob):
         every = slice(0, chunk.size)
         x = problem.start(chunk.size, self.dtype, self.device, rows=chunk.rows)
         shape = (chunk.size, problem.agents, problem.dim)
+        state = method.initial_state(shape, self.dtype, self.device) if method.stateful else None
         next_mark = 0
         for k in range(steps + 1):
             if k == marks[next_mark]:
@@ -208,6 +211,8 @@ class SimulationJob(ChunkJob):
             grads = law.sample(shape, generator, problem.batch, dtype=self.dtype,
                                device=self.device, batch_noise=problem.batch_noise)
             grads.add_(landscape.grad(x).unsqueeze(-2))
-            x.sub_(method.direction(grads, generator), alpha=problem.step_size(k))
+            direction = (method.direction(grads, generator) if state is None
+                         else method.step(grads, state, generator))
+            x.sub_(direction, alpha=problem.step_size(k))
             bar.update(1)
         return ChunkResult(chunk, recorder.losses, x if self.keep_device else x.cpu())

@@ -33,6 +33,8 @@ CASES: dict[str, tuple[str, dict]] = {
     "bernoulli": ("dcsgd:bernoulli:p=0.1", {}),
     "qsgd": ("dcsgd:qsgd:levels=4", {}),
     "natural": ("dcsgd:natural", {}),
+    "vote": ("dsignsgd:vote=majority", {}),
+    "signum": ("signum:beta=0.9", {}),
 }
 
 

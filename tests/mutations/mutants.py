@@ -277,6 +277,35 @@ def dcsgd_closed_form_without_gradient_part(monkeypatch: Any) -> None:
     mutate(monkeypatch, curves, "linear_coefficients", wrong)
 
 
+def vote_drift_is_mean_of_signs(monkeypatch: Any) -> None:
+    """The majority vote's SDE drift is the mean of signs' mean(2q_i − 1), not P(K > N/2) −
+    P(K < N/2) (the vote's amplification of the agents' agreement is lost)."""
+    from compsde.sde import vote
+
+    def wrong(original: Any) -> Any:
+        def moments(sign_means: torch.Tensor, agents: int, shared: bool) -> Any:
+            _mean, tie = original(sign_means, agents, shared)
+            return (sign_means if shared else sign_means.mean(-2)), tie
+
+        return moments
+
+    mutate(monkeypatch, vote, "vote_moments", wrong)
+
+
+def vote_tie_term_dropped(monkeypatch: Any) -> None:
+    """The even-N vote drift uses the odd-N formula 2·P[K > N/2] − 1 (the tie counted as −1)."""
+    from compsde.sde import vote
+
+    def wrong(original: Any) -> Any:
+        def moments(sign_means: torch.Tensor, agents: int, shared: bool) -> Any:
+            mean, tie = original(sign_means, agents, shared)
+            return mean - tie, tie
+
+        return moments
+
+    mutate(monkeypatch, vote, "vote_moments", wrong)
+
+
 def sde_plain_means_of_unequal_agents(monkeypatch: Any) -> None:
     """The SDEs average unequal agents the wrong way: DCSGD's noise part (1 + ω̄)·mean σ_i²,
     DSignSGD's sign means taken at the arithmetic mean of σ_i."""

@@ -79,6 +79,8 @@ class AgentSimulator(Protocol):
         result: dict[str, Tensor] = {}
         for bucket in sorted(layout):
             names = layout[bucket]
+            if self.method.stateful:
+                self.set_layout(bucket, tuple((n, grads[n][0].numel()) for n in names))
             flat = torch.cat([grads[n].reshape(self.world, -1) for n in names], dim=1)
             mean = self.reduce_bucket(flat, bucket)
             offset = 0

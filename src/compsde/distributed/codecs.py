@@ -20,6 +20,11 @@ the same collective and all ranks raise (or skip) together — no hang, no extra
 | SignInt8Codec | DSignSGD, many ranks | allreduce (uint8) | ``d + 1`` bytes |
 | SignScatterCodec | DSignSGD, N ≥ 5 | all-to-all + all-gather | ``≈(1 + b)·d/8N`` bytes |
 
+Methods beyond the paper whose ranks send signs (THEORY.md §8) take the same sign codecs:
+Signum encodes the rank's momentum, and the majority vote decodes ``sign(2K − N)`` from the
+count ``K`` of non-negative signs (bits, int8) or, on the reduce-scatter, sends the shard's vote
+in ``b = 1`` bit per coordinate (2 for even N: the tie is a third value) instead of the count.
+
 The sign codecs live in :mod:`.sign_codecs`. The sign reduce-scatter is the one two-collective
 wire: ``SignScatterCodec.encode`` gives the all-to-all's send rows, ``.reduce`` turns the
 received rows into the message of the all-gather, ``.decode`` reads the gathered rows.
@@ -262,17 +267,21 @@ class GatherCodec(Codec):
 
 def make_codec(method_name: str, compressor: Compressor, *, d: int, world: int,
                dtype: torch.dtype, device: torch.device, bucket: int, sign_wire: str,
-               randomness: str) -> Codec:
-    """The codec of ``method_name`` (dsgd, dcsgd, dsignsgd) for one bucket."""
-    if method_name == "dsignsgd":
+               randomness: str, vote: bool = False) -> Codec:
+    """The codec of ``method_name`` (dsgd, dcsgd, dsignsgd) for one bucket; every method
+    whose ranks send signs (``compressor`` sign: DSignSGD, Signum) takes the sign wires, with
+    the server's majority vote in place of the mean when ``vote`` (THEORY.md §8)."""
+    if method_name == "dsignsgd" or compressor.name == "sign":
         from .sign_codecs import SignBitsCodec, SignInt8Codec, SignScatterCodec
 
-        wire = best_sign_wire(d, world) if sign_wire == "auto" else sign_wire
+        wire = best_sign_wire(d, world, vote=vote) if sign_wire == "auto" else sign_wire
         if wire == "int8":
-            return SignInt8Codec(d, world, dtype, device)
+            return SignInt8Codec(d, world, dtype, device, vote=vote)
         if wire == "scatter":
-            return SignScatterCodec(d, world, dtype, device)
-        return SignBitsCodec(d, world, dtype, device)
+            return SignScatterCodec(d, world, dtype, device, vote=vote)
+        return SignBitsCodec(d, world, dtype, device, vote=vote)
+    if vote:
+        raise ValueError(f"a majority vote needs signs on the wire, not {compressor.spec}")
     if method_name == "dsgd" or compressor.name == "identity":
         return MeanCodec(d, world, dtype, device)
     if compressor.name in ("randk", "bernoulli"):

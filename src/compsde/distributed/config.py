@@ -58,7 +58,7 @@ class TrainConfig:
             raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)}; got {self.model!r}")
         if self.data.split(":")[0] not in DATASET_NAMES:
             raise ValueError(f"data must be one of {', '.join(DATASET_NAMES)}; got {self.data!r}")
-        check_float("lr", self.lr, low=0, high=1e6, low_open=True)
+        check_float("lr", self.lr, low=0, high=1e30, low_open=True)   # 1e30: to provoke NaN
         check_int("batch", self.batch, minimum=1, maximum=10**7)
         check_int("steps", self.steps, minimum=1, maximum=STEPS_MAX)
         check_int("seed", self.seed, minimum=0, maximum=SEED_MAX)
@@ -84,8 +84,8 @@ class TrainConfig:
         """Flags that contradict each other, refused before any process group forms."""
         from .. import methods
 
-        name = methods.make(self.method).name
-        if self.sign_wire != "auto" and name != "dsignsgd":
+        signs = methods.make(self.method).compressor.name == "sign"   # DSignSGD, Signum
+        if self.sign_wire != "auto" and not signs:
             raise ValueError(f"sign_wire {self.sign_wire!r} is DSignSGD's wire; method "
                              f"{self.method} has no sign wire (leave --sign-wire at auto)")
         if self.parallel == "fsdp" and self.sign_wire not in ("auto", "scatter"):

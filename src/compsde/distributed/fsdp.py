@@ -143,7 +143,7 @@ class MethodReduceScatter(ReduceScatter):
         _check_dtype(state, input_tensor.dtype)
         key = state.key_for(self.unit)
         codec = state.codec(self.unit, input_tensor)
-        if state.method.name == "dsignsgd":
+        if state.signs:                   # DSignSGD, its vote, Signum: the sign reduce-scatter
             self._sign_shard(codec, input_tensor, output_tensor, key, group)
         elif codec.collective == ALLREDUCE and not codec.checks_locally:      # DSGD
             self._mean(codec, input_tensor, output_tensor, key, group)
@@ -173,10 +173,11 @@ class MethodReduceScatter(ReduceScatter):
                     group: dist.ProcessGroup) -> None:
         state = self.state
         shard = grad.numel() // state.world
+        vote = state.method.server == "vote"
         if not (isinstance(codec, SignScatterCodec) and codec.rows_of_input
                 and codec.shard == shard and codec.dtype == grad.dtype):
             codec = state._codecs[self.unit] = SignScatterCodec(
-                grad.numel(), state.world, grad.dtype, grad.device, shard=shard)
+                grad.numel(), state.world, grad.dtype, grad.device, shard=shard, vote=vote)
         send = state.prepare(grad, key, codec)
         dist.all_to_all_single(codec.received.view(-1), send.view(-1), group=group)
         state.account_shard(*codec.traffic(send), grad.numel(), grad.element_size())

@@ -8,6 +8,9 @@ parameter, so a plain ``torch.optim.SGD(lr=η)`` step performs ``x ← x − η 
 - DSGD ``m_i = g_i`` (mean allreduce);
 - DCSGD ``m_i = C_i(g_i)`` for an unbiased compressor, each DDP bucket being one message;
 - DSignSGD ``m_i = sign(g_i)`` with the server *mean* of the signs (not majority vote).
+- beyond the paper (THEORY.md §8): ``dsignsgd:vote=majority`` (the server's vote
+  ``sign(Σ_i sign g_i)``) and ``signum:beta=B[,vote=majority]`` (each rank sends the sign of its
+  momentum, kept in the state and checkpointed with it).
 
 Each hook call issues its collectives from the hook body and decodes in a ``.then()``
 callback that never waits on anything (PyTorch's PowerSGD hook waits inside ``.then()`` and
@@ -79,8 +82,11 @@ class HookState(Protocol):
 
     def record_layout(self, bucket: dist.GradBucket) -> None:
         params = bucket.parameters()
-        self.layout[bucket.index()] = tuple(self._names.get(id(p), f"?{i}")
-                                            for i, p in enumerate(params))
+        names = tuple(self._names.get(id(p), f"?{i}") for i, p in enumerate(params))
+        self.layout[bucket.index()] = names
+        if self.method.stateful:        # its momentum follows the parameters across rebuilds
+            self.set_layout(bucket.index(), tuple(zip(names, (p.numel() for p in params),
+                                                      strict=True)))
 
     def __getstate__(self) -> dict[str, Any]:
         return super().__getstate__()

@@ -5,6 +5,10 @@
 of the wire, optional injected gradient noise (THEORY.md §1, ``g_i = ∇f + Z_i``), the policy for
 non-finite gradients, and exact byte counters. It never touches torch's global RNG: every draw
 comes from a generator keyed by ``(seed, step, bucket[, rank])`` (:mod:`.wire`).
+
+A ``stateful`` method (Signum) keeps each rank's momentum ``m ← βm + (1 − β)g`` of every
+bucket here (one gradient-sized buffer per rank, :attr:`Protocol.state_bytes`), encodes ``m``
+instead of ``g``, and checkpoints it with the rest (THEORY.md §8 "Beyond the paper").
 """
 
 from __future__ import annotations
@@ -101,7 +105,12 @@ class Protocol:
         self.sign_wire = check_choice("sign_wire", sign_wire, SIGN_WIRES)
         self.randomness = check_choice("randomness", randomness, RANDOMNESS)
         self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, ON_NONFINITE)
-        if self.method.name == "dsignsgd" and sign_wire == "int8" and self.world > 255:
+        self.method.check_agents(self.world)       # a majority vote needs N >= 2
+        if self.method.stateful and self.on_nonfinite == "skip":
+            raise ValueError(f"on_nonfinite 'skip' is not supported by {self.method.spec}: a "
+                             f"non-finite gradient would stay in its momentum after the "
+                             f"skipped step; use on_nonfinite='raise'")
+        if self.signs and sign_wire == "int8" and self.world > 255:
             raise ValueError(f"sign_wire 'int8' supports at most 255 ranks, got {self.world}")
         self.noise_spec = None if noise is None else (
             noise if isinstance(noise, str) else noise.spec)
@@ -119,6 +128,10 @@ class Protocol:
         self.skipped = False
         self.skipped_steps: list[int] = []
         self._codecs: dict[int, Codec] = {}
+        # stateful methods: (bucket, rank) -> (layout, momentum); layout as in set_layout
+        self.momentum: dict[tuple[int, int], tuple[tuple | None, Tensor]] = {}
+        self._layouts: dict[int, tuple[tuple[str, int], ...]] = {}
+        self._retired: list[tuple[int, tuple | None, Tensor]] = []
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -129,6 +142,66 @@ class Protocol:
     @property
     def method_spec(self) -> str:
         return self.method.spec
+
+    @property
+    def signs(self) -> bool:
+        """Whether the ranks send signs (DSignSGD, its vote, Signum): the sign wires."""
+        return self.method.compressor.name == "sign"
+
+    @property
+    def state_bytes(self) -> int:
+        """Bytes of the method's per-rank state held here (Signum: its momentum, one buffer
+        the size of the gradients per rank; 0 for stateless methods)."""
+        return sum(m.numel() * m.element_size() for _, m in self.momentum.values())
+
+    def set_layout(self, bucket: int, layout: tuple[tuple[str, int], ...]) -> None:
+        """``(name, numel)`` of the parameters of ``bucket`` in buffer order: a stateful
+        method's buffers follow their parameters when the buckets are rebuilt."""
+        self._layouts[bucket] = tuple(layout)
+
+    def momentum_for(self, key: BucketKey, grad: Tensor) -> Tensor:
+        """The momentum of rank ``key.rank`` for ``key.bucket`` (zeros on first use; carried
+        over parameter by parameter when the bucket's layout changed)."""
+        index = (key.bucket, key.rank)
+        layout = self._layouts.get(key.bucket)
+        if layout is not None and sum(n for _, n in layout) != grad.numel():
+            raise ValueError(f"bucket {key.bucket}'s layout holds "
+                             f"{sum(n for _, n in layout)} entries but its gradient has "
+                             f"{grad.numel()}")
+        held = self.momentum.get(index)
+        if held is not None and held[0] == layout and held[1].numel() == grad.numel():
+            buf = held[1]
+            if buf.dtype != grad.dtype or buf.device != grad.device:
+                buf = buf.to(dtype=grad.dtype, device=grad.device)
+                self.momentum[index] = (layout, buf)
+            return buf
+        if held is not None and (layout is None or held[0] is None):
+            raise ValueError(f"bucket {key.bucket} of {self.method.spec} changed size from "
+                             f"{held[1].numel()} to {grad.numel()} entries without a layout "
+                             f"to carry its momentum over")
+        buf = torch.zeros_like(grad)
+        if held is not None:
+            self._retired.append((key.rank, held[0], held[1]))   # pre-step values, read-only
+        sources = [(old, m) for where, (old, m) in self.momentum.items()
+                   if where[1] == key.rank and where != index]
+        sources += [(old, m) for rank, old, m in self._retired if rank == key.rank]
+        pieces: dict[str, Tensor] = {}
+        for old, tensor in reversed(sources):          # current buffers win over retired
+            offset = 0
+            for name, size in old or ():
+                pieces[name] = tensor[offset:offset + size]
+                offset += size
+        offset = 0
+        for name, size in layout or ():
+            if name in pieces and pieces[name].numel() == size:
+                buf[offset:offset + size].copy_(pieces[name])
+            offset += size
+        self.momentum[index] = (layout, buf)
+        covered = {name for where, (lay, _) in self.momentum.items()
+                   if where[1] == key.rank for name, _ in lay or ()}
+        self._retired = [r for r in self._retired
+                         if r[0] != key.rank or not {n for n, _ in r[1] or ()} <= covered]
+        return buf
 
     def counters(self) -> dict[str, float]:
         """Cumulative bytes of this rank: sent, received, payload, and fp32 allreduce's."""
@@ -146,7 +219,7 @@ class Protocol:
             codec = self._codecs[bucket] = make_codec(
                 self.method.name, self.compressor, d=d, world=self.world, dtype=grad.dtype,
                 device=grad.device, bucket=bucket, sign_wire=self.sign_wire,
-                randomness=self.randomness)
+                randomness=self.randomness, vote=self.method.server == "vote")
         return codec
 
     def inject_noise(self, grad: Tensor, key: BucketKey) -> None:
@@ -165,6 +238,9 @@ class Protocol:
     def prepare(self, grad: Tensor, key: BucketKey, codec: Codec) -> Tensor:
         """Noise, finiteness flag and encoding of one rank's bucket gradient (its payload)."""
         self.inject_noise(grad, key)
+        if self.method.stateful:               # Signum: the rank sends sign(m), m its momentum
+            beta = self.method.beta
+            grad = self.momentum_for(key, grad).mul_(beta).add_(grad, alpha=1.0 - beta)
         with self._codec_timer():
             return codec.encode_checked(grad, key)
 
@@ -217,6 +293,9 @@ class Protocol:
     def __getstate__(self) -> dict[str, Any]:
         state = {name: copy.copy(getattr(self, name)) for name in self._PICKLED}
         state["method_spec"] = self.method.spec
+        if self.method.stateful:
+            state["momentum"] = [(bucket, rank, layout, m.detach().clone())
+                                 for (bucket, rank), (layout, m) in self.momentum.items()]
         return state
 
     def state_dict(self) -> dict[str, Any]:
@@ -239,6 +318,13 @@ class Protocol:
         for name in self._PICKLED:
             if name in state and name != "rank":
                 setattr(self, name, copy.copy(state[name]))
+        self._restore_momentum(state)
+
+    def _restore_momentum(self, state: dict[str, Any]) -> None:
+        """The momenta of a stateful method's checkpoint (absent: the method has none)."""
+        if self.method.stateful:
+            self.momentum = {(bucket, rank): (layout, m.clone())
+                             for bucket, rank, layout, m in state.get("momentum", [])}
 
     _MATCHED = ("sign_wire", "randomness", "on_nonfinite", "noise_spec")
 
@@ -252,3 +338,4 @@ class Protocol:
         for name in self._PICKLED:
             if name in state:          # checkpoints from before a counter existed lack it
                 setattr(self, name, state[name])
+        self._restore_momentum(state)

@@ -6,6 +6,11 @@ one byte per sign) and :class:`SignScatterCodec` (the sign reduce-scatter: all-t
 signs, per-shard counts, the counts' bit planes to every rank: an all-gather's bytes, sent as an
 all-to-all). The hot loops run the compiled kernels of :mod:`compsde.compressors.native` where
 they are available, the torch code otherwise (bitwise the same).
+
+With ``vote=True`` each codec decodes the server's majority vote ``sign(2K − N)`` (0 on a tie)
+from the count ``K`` of non-negative signs instead of the mean ``2K/N − 1`` (THEORY.md §8): the
+bits and int8 wires compute it on every rank from what they received; the reduce-scatter's
+owner of a shard sends its vote in :func:`.wire.vote_bits` bit planes instead of the counts.
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ from .wire import (
     packed_nbytes,
     sign_shard,
     sign_wire_traffic,
+    vote_bits,
 )
+
+
+def vote_from_counts(counts: Tensor, world: int) -> Tensor:
+    """``sign(2K − N)`` in place of the counts ``K`` (a float tensor): the majority vote, the
+    same operations as :func:`compsde.methods.majority_vote`."""
+    return counts.mul_(2.0).sub_(world).sign_()
 
 
 class SignBitsCodec(Codec):
@@ -33,8 +45,10 @@ class SignBitsCodec(Codec):
 
     collective = ALL_GATHER
 
-    def __init__(self, d: int, world: int, dtype: torch.dtype, device: torch.device):
+    def __init__(self, d: int, world: int, dtype: torch.dtype, device: torch.device,
+                 vote: bool = False):
         super().__init__(d, world, dtype, device)
+        self.vote = vote
         self.nbytes = packed_nbytes(d)
         self._packer = SignPacker(d, device)
         self._counter = SignCounter(d, world, device)
@@ -54,7 +68,11 @@ class SignBitsCodec(Codec):
         return self._payload
 
     def decode(self, combined: Tensor, key: BucketKey, out: Tensor) -> int:
-        self._counter.mean_signs(combined[:, : self.nbytes], out)
+        if self.vote:
+            vote_from_counts(self._counter.counts_into(combined[:, : self.nbytes], out),
+                             self.world)
+        else:
+            self._counter.mean_signs(combined[:, : self.nbytes], out)
         return int(combined[:, self.nbytes].sum())
 
 
@@ -67,7 +85,9 @@ class SignInt8Codec(Codec):
     collective = ALLREDUCE
     MAX_WORLD = 255
 
-    def __init__(self, d: int, world: int, dtype: torch.dtype, device: torch.device):
+    def __init__(self, d: int, world: int, dtype: torch.dtype, device: torch.device,
+                 vote: bool = False):
+        self.vote = vote
         if world > self.MAX_WORLD:
             raise ValueError(f"sign_wire 'int8' counts ranks in one byte and supports at most "
                              f"{self.MAX_WORLD} ranks, got {world}; use sign_wire='bits'")
@@ -85,7 +105,11 @@ class SignInt8Codec(Codec):
         return self._payload
 
     def decode(self, combined: Tensor, key: BucketKey, out: Tensor) -> int:
-        out.copy_(combined[: self.d]).mul_(2.0 / self.world).sub_(1.0)
+        out.copy_(combined[: self.d])
+        if self.vote:
+            vote_from_counts(out, self.world)
+        else:
+            out.mul_(2.0 / self.world).sub_(1.0)
         return int(combined[self.d])
 
 
@@ -107,8 +131,9 @@ class SignScatterCodec(Codec):
     collective = SCATTER
 
     def __init__(self, d: int, world: int, dtype: torch.dtype, device: torch.device,
-                 shard: int | None = None):
+                 shard: int | None = None, vote: bool = False):
         super().__init__(d, world, dtype, device)
+        self.vote = vote
         if shard is not None and shard * world != d:
             raise ValueError(f"shard {shard} × world {world} must equal d = {d}")
         self.rows_of_input = shard is not None
@@ -120,7 +145,8 @@ class SignScatterCodec(Codec):
         self._weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8,
                                      device=device)
         self._counter = SignCounter(self.row, world, device)
-        self._planes = CountPlanes(self.row, world, device)
+        # the vote's levels 0…L (−1, [0,] +1) pack like counts of L = vote_bits(N) "ranks"
+        self._planes = CountPlanes(self.row, vote_bits(world) if vote else world, device)
         count_dtype = torch.uint8 if world < 256 else torch.int32
         self._shard_counts = torch.empty(self.row, dtype=count_dtype, device=device)
         self.send = torch.empty((world, self.shard_bytes + 1), dtype=torch.uint8,
@@ -185,7 +211,18 @@ class SignScatterCodec(Codec):
     def reduce(self, received: Tensor) -> Tensor:
         """This rank's all-gather message from the ``(N, s/8 + 1)`` rows it received."""
         self._bad = int(received[:, self.shard_bytes].sum())
+        if self.vote:
+            counts = self._counter.counts_into(received[:, : self.shard_bytes],
+                                               self._shard_counts).to(torch.int32)
+            return self._planes.pack(self._vote_levels(counts), self._message)
         return self._planes.count_into(received[:, : self.shard_bytes], self._message)
+
+    def _vote_levels(self, counts: Tensor) -> Tensor:
+        """The vote of counts ``K`` as a level: 1[2K > N] (odd N), 1[2K ≥ N] + 1[2K > N]
+        (even N: 0, 1 on a tie, 2)."""
+        twice = counts * 2
+        above = (twice > self.world).to(torch.int32)
+        return above if self.world % 2 else above + (twice >= self.world).to(torch.int32)
 
     def replicate(self, message: Tensor) -> Tensor:
         """``(N, b·s/8)`` rows, each ``message``: the input of the all-to-all that stands in for
@@ -194,6 +231,15 @@ class SignScatterCodec(Codec):
         return self._outgoing
 
     def decode(self, combined: Tensor, key: BucketKey, out: Tensor) -> int:
+        if self.vote:
+            levels = self._planes.unpack_into(combined)
+            levels = levels.view(self.world, self.row)[:, : self.shard].reshape(-1)[: self.d]
+            out.copy_(levels)
+            if self.world % 2:
+                out.mul_(2.0).sub_(1.0)
+            else:
+                out.sub_(1.0)
+            return self._bad
         planes = combined.view(self.world, self._planes.bits, self._planes.plane_bytes)
         if all(native.mean_from_planes(planes[rank], self.world, part)
                for rank, part in self._shards(out[: self.d])):
@@ -207,6 +253,10 @@ class SignScatterCodec(Codec):
         """FSDP2's half: this rank's shard of the mean of signs, from the received rows,
         into ``out`` (``shard`` entries); returns how many ranks reported non-finite values."""
         bad = int(received[:, self.shard_bytes].sum())
+        if self.vote:
+            self._counter.counts_into(received[:, : self.shard_bytes], self._shard_counts)
+            vote_from_counts(out.copy_(self._shard_counts[: self.shard]), self.world)
+            return bad
         if native.mean_from_rows(received[:, : self.shard_bytes], self.world, out):
             return bad
         self._counter.counts_into(received[:, : self.shard_bytes], self._shard_counts)
@@ -217,4 +267,4 @@ class SignScatterCodec(Codec):
         if self.rows_of_input:
             message = self.shard_bytes + 1
             return self.world * message, all_to_all_bytes(message, self.world)
-        return sign_wire_traffic("scatter", self.d, self.world)
+        return sign_wire_traffic("scatter", self.d, self.world, self.vote)

@@ -218,7 +218,13 @@ def sign_shard(d: int, world: int) -> int:
     return 8 * ((d + 8 * world - 1) // (8 * world))
 
 
-def sign_wire_traffic(wire: str, d: int, world: int) -> tuple[int, float]:
+def vote_bits(world: int) -> int:
+    """Bits of the server's majority vote per coordinate: 1 (±1) for odd N, 2 for even N,
+    where a tie sends 0, a third value (THEORY.md §8)."""
+    return 1 if world % 2 else 2
+
+
+def sign_wire_traffic(wire: str, d: int, world: int, vote: bool = False) -> tuple[int, float]:
     """``(payload, moved)`` of DSignSGD's ``wire`` for one bucket of ``d`` coordinates on
     ``world`` ranks: the bytes a rank hands to its collectives and the bytes it sends (and
     receives) in their ring/pairwise implementations, one status byte per message included.
@@ -228,7 +234,9 @@ def sign_wire_traffic(wire: str, d: int, world: int) -> tuple[int, float]:
     - ``scatter``: all-to-all of ``N`` messages of ``s/8 + 1`` bytes (``s`` = :func:`sign_shard`)
       and the ``b·s/8`` count bytes to every other rank (an all-gather's bytes; the hook sends
       them as an all-to-all): moved ``(N−1)(s/8 + 1 + b·s/8)``, about
-      ``(N−1)/N · (1 + b)·d/8`` (``b`` = :func:`count_bits`).
+      ``(N−1)/N · (1 + b)·d/8`` (``b`` = :func:`count_bits`; with ``vote`` the shard's vote,
+      ``b`` = :func:`vote_bits`). The bits and int8 wires carry the same bytes for the vote,
+      which every rank computes from the gathered signs or the summed counts.
     """
     if wire == "bits":
         size = packed_nbytes(d) + 1
@@ -237,17 +245,18 @@ def sign_wire_traffic(wire: str, d: int, world: int) -> tuple[int, float]:
         return d + 1, allreduce_bytes(d + 1, world)
     if wire == "scatter":
         shard_bytes = sign_shard(d, world) // 8
-        message, counts = shard_bytes + 1, count_bits(world) * shard_bytes
+        bits = vote_bits(world) if vote else count_bits(world)
+        message, counts = shard_bytes + 1, bits * shard_bytes
         return (world * message + counts,
                 all_to_all_bytes(message, world) + all_gather_bytes(counts, world))
     raise ValueError(f"sign_wire must be one of {', '.join(SIGN_WIRE_CHOICES)}, got {wire!r}")
 
 
-def best_sign_wire(d: int, world: int) -> str:
+def best_sign_wire(d: int, world: int, vote: bool = False) -> str:
     """The wire of :func:`sign_wire_traffic` that moves the fewest bytes (``sign_wire="auto"``);
     ties go to the one-collective wires. ``int8`` serves at most 255 ranks."""
     wires = [w for w in ("bits", "int8", "scatter") if w != "int8" or world <= SIGN_COUNT_MAX]
-    return min(wires, key=lambda w: sign_wire_traffic(w, d, world)[1])
+    return min(wires, key=lambda w: sign_wire_traffic(w, d, world, vote)[1])
 
 
 class CountPlanes:

@@ -102,7 +102,11 @@ class TrainSpec:
         check_int("eval_every", self.eval_every, minimum=1)
         check_int("sharpness_iters", self.sharpness_iters, minimum=0)
         check_float("noise_nu", self.noise_nu, low=0.0)
-        methods.make(self.method)  # validates the method spec
+        method = methods.make(self.method)  # validates the method spec
+        method.check_agents(self.agents)
+        if method.stateful:
+            raise ValueError(f"method {self.method} keeps a momentum per agent, which these "
+                             f"runs do not carry; train it with compsde train")
 
     def config(self) -> dict[str, Any]:
         """The JSON config of the run, including the training-code version (``noise_nu`` only

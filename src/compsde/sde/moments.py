@@ -33,7 +33,12 @@ QUADRATIC_COMPRESSORS = ("identity", "randk", "bernoulli")
 
 
 def no_sde_reason(problem: Problem) -> str | None:
-    """Why ``problem`` has no SDE (None when it has one): DSGD/DCSGD need a noise covariance."""
+    """Why ``problem`` has no SDE (None when it has one): DSGD/DCSGD need a noise covariance;
+    a stateful method (Signum's momenta) has none here (THEORY.md §8)."""
+    if problem.method.stateful:
+        return (f"no SDE for {problem.method.spec}: its state is (x, m_1..m_N), the agents' "
+                f"momenta, and the SDE layer models x alone; THEORY.md §8 says what is "
+                f"derived (simulate the algorithm with compsde simulate)")
     if problem.method.name in ("dsgd", "dcsgd") and not problem.noise.finite_variance:
         return (f"no SDE for {problem.method.spec} under {problem.noise.spec}: the covariance "
                 f"of the gradient noise does not exist (Student-t with nu <= 2 has infinite "
@@ -252,6 +257,14 @@ def message_moments(problem: Problem, mode: str = "auto", samples: int = 32,
     if reason is not None:
         raise ValueError(reason)
     name = problem.method.name
+    if problem.method.server == "vote":
+        if mode == "monte-carlo":
+            raise ValueError(f"moments 'monte-carlo' averages per-agent messages, which is not "
+                             f"the server's vote of {problem.method.spec}; use moments='auto' "
+                             f"(its closed form, THEORY.md §8)")
+        from .vote import MajorityVoteMoments
+
+        return MajorityVoteMoments(problem)
     if mode == "monte-carlo":
         return MonteCarloMoments(problem, samples, generator)
     if name == "dsgd":
