@@ -6,8 +6,10 @@ running the hook's own codec (:func:`compsde.distributed.codecs.make_codec`, the
 ``register`` installs for a bucket of ``d`` values on ``agents`` ranks) through one rank's work
 of a step, the collectives left out: encode, the sign reduce-scatter's count of this rank's
 shard where the wire has one, and the decode of the combined messages into the bucket. The
-time is the median of ``repeats`` rounds after one warm-up round, on the current torch thread
-settings (the hooks run with the process's threads too).
+time is the median of at least ``repeats`` rounds, and of as many as span :data:`MIN_SECONDS`
+(up to :data:`MAX_ROUNDS`: a load spike then moves one round, not the median), after one
+warm-up round, on the current torch thread settings (the hooks run with the process's threads
+too).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch
 from .._checks import check_int
 from ..compressors import Compressor
 
+MIN_SECONDS = 0.05   # rounds are repeated until they span this long (a load spike is one round)
+MAX_ROUNDS = 200
 _measured: dict[tuple, float] = {}
 _parts: dict[tuple, dict[str, float]] = {}
 
@@ -74,7 +78,8 @@ def codec_seconds(method: str, compressor: Compressor | None, d: int, agents: in
     work.copy_(grad)
     combined = combine(encode())
     rounds, parts = [], []
-    for _ in range(repeats + 1):
+    while len(rounds) < repeats + 1 or (sum(rounds[1:]) < MIN_SECONDS
+                                        and len(rounds) < MAX_ROUNDS):
         work.copy_(grad)
         started = time.perf_counter()
         payload = encode()

@@ -45,6 +45,8 @@ from .stats import Welford
 from .tails import HillEstimate, StudentTFit, fit_student_t, hill, nu_from_kurtosis
 
 DEFAULT_COMPRESSORS = ("randk:ratio=0.1", "randk:ratio=0.01", "qsgd:levels=16", "natural")
+COMPUTE_WINDOW = 0.3     # seconds of timed forward+backward passes behind compute_seconds
+COMPUTE_EXTRA = 200      # at most this many passes beyond the measured mini-batches
 TAIL_SAMPLE = 20000
 
 
@@ -350,13 +352,27 @@ def measure_model(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
     """Noise of ``model``'s mini-batch gradients (batches from ``batch_fn``) and L.
 
     L is the top eigenvalue of the Hessian of the loss on ``curvature_data`` (skipped if None).
-    ``kwargs`` go to :func:`measure_gradients`.
+    ``compute_seconds`` is the median time of a forward+backward, over the measured batches and
+    as many more passes on the first batch as make the timed window :data:`COMPUTE_WINDOW` long
+    (at most :data:`COMPUTE_EXTRA`). ``kwargs`` go to :func:`measure_gradients`.
     """
     timings: list[float] = []
     grads = model_gradients(model, loss_fn, batch_fn, inject=inject, generator=generator,
                             timings=timings)
     result = measure_gradients(grads, samples=samples, generator=generator, batch=batch,
                                **kwargs)
+    if timings:                  # spread the timed window: a load spike then moves few rounds
+        x, y = batch_fn(0)
+        buffers = [b.clone() for b in model.buffers()]    # e.g. BatchNorm statistics
+        while sum(timings) < COMPUTE_WINDOW and len(timings) < samples + COMPUTE_EXTRA:
+            start = time.perf_counter()
+            model.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            flat_grad(model)
+            timings.append(time.perf_counter() - start)
+        with torch.no_grad():
+            for b, saved in zip(model.buffers(), buffers, strict=True):
+                b.copy_(saved)
     model.zero_grad(set_to_none=True)
     result.compute_seconds = float(torch.tensor(timings).median()) if timings else None
     if curvature_data is not None:
