@@ -53,6 +53,14 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     click.echo(f"warning: {str(message).splitlines()[0]}", err=True)
 
 
+def check_environment() -> None:
+    """The environment variables compsde reads, checked before any work (``ValueError``):
+    ``COMPSDE_NATIVE`` (:func:`compsde.compressors.native.enabled`)."""
+    from ..compressors import native
+
+    native.enabled()
+
+
 def run_cli(group: click.Group, argv: list[str] | None) -> int:
     """Run ``group``; a ValueError or usage error becomes ``error: …`` on one line, exit 2.
 
@@ -65,6 +73,8 @@ def run_cli(group: click.Group, argv: list[str] | None) -> int:
         return 0
     command = _subcommand(group, args)
     try:
+        if not set(args) & {"-h", "--help", "--version"}:
+            check_environment()
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             code = group.main(args=args, prog_name="compsde", standalone_mode=False)

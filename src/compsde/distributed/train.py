@@ -56,8 +56,15 @@ class _HelpFormatter(argparse.HelpFormatter):
         return text
 
 
+def _prog() -> str:
+    """How the trainer was started, for its usage line: ``compsde train`` or the module."""
+    if os.path.basename(sys.argv[0]).startswith("compsde"):
+        return "compsde train"
+    return "python -m compsde.distributed.train"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="compsde train", description=__doc__.split("\n\n")[0].replace("``", ""),
+    p = _Parser(prog=_prog(), description=__doc__.split("\n\n")[0].replace("``", ""),
                 formatter_class=_HelpFormatter)
     d = TrainConfig()
     p.add_argument("--model", default=d.model,
@@ -145,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the trainer; returns the exit code (0 ok, 1 failed run, 2 user mistake)."""
     try:
         config = parse_args(argv)
+        from ..cli.common import check_environment
+
+        check_environment()
     except SystemExit as done:                      # --help
         return int(done.code or 0)
     except ValueError as exc:
