@@ -9,6 +9,7 @@ recomputes nothing that had finished.
 from __future__ import annotations
 
 import inspect
+import os
 import shlex
 import sys
 import time
@@ -60,6 +61,22 @@ def _options(figure: Figure, *, distributed: bool, jobs: int,
     if executor != "local" and _accepts(figure, "executor"):
         options["executor"] = executor
     return options
+
+
+def available_cores() -> int:
+    """The CPU cores this process may use (the default of ``--jobs``)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
+def _note_expected_time(figure: Figure, preset: str, jobs: int) -> None:
+    """One ``note:`` line on stderr before a figure that takes more than a minute."""
+    runs_at_once = jobs if _accepts(figure, "jobs") else 1
+    seconds = figure.expected_seconds(preset, runs_at_once)
+    if seconds is not None and seconds > 60:
+        click.echo(f"note: {figure.name} --{preset} takes about {seconds / 60:.0f} min here "
+                   f"with {runs_at_once} job(s) ({figure.quick_seconds / 60:.0f} min with one "
+                   f"job on 2 idle cores; finished runs are cached)", err=True)
 
 
 def _outputs(names: list[str], report: bool) -> list[str]:
@@ -144,9 +161,10 @@ def reproduce_all(figures: dict[str, Figure], out: Path, *, preset: str, seed: i
 @click.option("--distributed", is_flag=True, default=False,
               help="fig2/fig4: run each training run with torchrun (one process per agent) "
                    "instead of simulating the agents in one process")
-@click.option("--jobs", type=int, default=1, show_default=True,
-              help="fig2/fig4: training runs computed at once, each in its own process "
-                   "(e.g. the number of CPU cores; results do not depend on it)")
+@click.option("--jobs", type=int, default=None,
+              help="fig2/fig4/lm: training runs computed at once, each in its own process "
+                   "(results do not depend on it)  [default: the CPU cores this process may "
+                   "use]")
 @click.option("--no-cache", "no_cache", is_flag=True, default=False,
               help="recompute every run instead of reusing OUT/cache (the cache is refreshed)")
 @executor_option
@@ -170,14 +188,16 @@ def reproduce_command(name: str | None, quick: bool, full: bool, out: Path, seed
     if quick and full:
         raise ValueError("--quick and --full contradict each other; give one of them")
     preset = "full" if full else "quick"
-    jobs = check_int("--jobs", jobs, minimum=1)
+    typed_jobs = jobs is not None
+    jobs = check_int("--jobs", jobs, minimum=1) if typed_jobs else available_cores()
     check_int("--seed", seed, minimum=0, maximum=SEED_MAX)
     typed = f"--executor {executor}" if executor != "local" else "--jobs"
+    typed_jobs = typed_jobs or executor != "local"     # asked for, not the default
     executor = parse_executor(executor, jobs).spec  # fig2/fig4: one training run per task
     if executor.startswith("processes:"):
         jobs, executor = int(executor.partition(":")[2]), "local"  # today's --jobs path
     if name != "all":
-        for option, wanted in (("distributed", distributed), ("jobs", jobs > 1),
+        for option, wanted in (("distributed", distributed), ("jobs", typed_jobs and jobs > 1),
                                ("executor", executor != "local")):
             able = sorted(n for n, f in figures.items() if _accepts(f, option))
             if wanted and name not in able:
@@ -189,6 +209,8 @@ def reproduce_command(name: str | None, quick: bool, full: bool, out: Path, seed
     prepare_out(out, files=_outputs(chosen, name == "all"),
                 folders=["cache", *(f"cache/{n}" for n in chosen)])
     show = progress_enabled(progress)
+    for chosen_name in chosen:
+        _note_expected_time(figures[chosen_name], preset, jobs)
     if name == "all":
         warn_full_without_gpu(sorted(figures), figures, preset)
         rows = reproduce_all(figures, out, preset=preset, seed=seed, progress=show,

@@ -180,7 +180,8 @@ NOTE = ("Training loss on a fixed training subset. Gaussian gradient noise is in
         "the run (grey band).")
 
 
-@figure("fig2", CLAIM, data=tuple(dict.fromkeys(p.data for p in PRESETS.values())))
+@figure("fig2", CLAIM, data=tuple(dict.fromkeys(p.data for p in PRESETS.values())),
+        quick_seconds=312)
 def run(out: Path, preset: str = "quick", seed: int = 0, progress: bool = False,
         distributed: bool = False, jobs: int = 1,
         executor: Executor | str | None = None) -> FigureOutcome:

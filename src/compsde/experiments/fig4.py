@@ -177,7 +177,8 @@ NOTE = ("Training loss on a fixed training subset. Gaussian gradient noise is in
         "seed, over the last half of the run (grey band).")
 
 
-@figure("fig4", CLAIM, data=tuple(dict.fromkeys(p.data for p in PRESETS.values())))
+@figure("fig4", CLAIM, data=tuple(dict.fromkeys(p.data for p in PRESETS.values())),
+        quick_seconds=314)
 def run(out: Path, preset: str = "quick", seed: int = 0, progress: bool = False,
         distributed: bool = False, jobs: int = 1,
         executor: Executor | str | None = None) -> FigureOutcome:

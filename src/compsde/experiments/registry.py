@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +54,17 @@ class Figure:
     claim: str
     runner: Callable[..., FigureOutcome]
     data: tuple[str, ...] = ()       # data set specs it reads (compsde.nn.data.check_data)
+    # wall time of the quick preset with one job on an idle 2-core machine (BENCHMARKS.md), for
+    # the estimate printed before a long figure starts; None: under a minute
+    quick_seconds: float | None = None
+
+    def expected_seconds(self, preset: str, jobs: int) -> float | None:
+        """About how long the quick preset takes with ``jobs`` runs at once (None: unknown or
+        the full preset): the one-job time shared by the jobs the machine's cores can run."""
+        if preset != "quick" or self.quick_seconds is None:
+            return None
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        return self.quick_seconds / max(1, min(jobs, cores))
 
     def run(self, out: Path, preset: str = "quick", seed: int = 0, progress: bool = False,
             use_cache: bool = True, **options: Any) -> FigureOutcome:
@@ -79,13 +91,14 @@ class Figure:
 FIGURES: dict[str, Figure] = {}
 
 
-def figure(name: str, claim: str, data: tuple[str, ...] = ()
+def figure(name: str, claim: str, data: tuple[str, ...] = (), quick_seconds: float | None = None
            ) -> Callable[[Callable[..., FigureOutcome]], Callable[..., FigureOutcome]]:
     """Register ``run(out, preset, seed, progress)`` as the reproduction of figure ``name``,
-    which reads the data sets ``data`` (specs as ``--data`` takes them)."""
+    which reads the data sets ``data`` (specs as ``--data`` takes them); ``quick_seconds``:
+    :attr:`Figure.quick_seconds`."""
 
     def register(runner: Callable[..., FigureOutcome]) -> Callable[..., FigureOutcome]:
-        FIGURES[name] = Figure(name, claim, runner, tuple(data))
+        FIGURES[name] = Figure(name, claim, runner, tuple(data), quick_seconds)
         return runner
 
     return register
