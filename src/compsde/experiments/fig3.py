@@ -301,9 +301,8 @@ def _plot(left: dict[str, Any], right: dict[str, Any], batches: dict[str, Any],
         mask = bound.phase == k
         if mask.any():
             ax.plot(steps[mask], bound.bound[mask], color=color, linewidth=2.2,
-                    label=f"bound, Phase {k}")
-            ax.axvspan(steps[mask][0], steps[mask][-1], color=color, alpha=0.06,
-                       label=f"shaded: steps in Phase {k}")
+                    label=f"bound, Phase {k} (its steps shaded)")
+            ax.axvspan(steps[mask][0], steps[mask][-1], color=color, alpha=0.06)
     ax.plot(steps, bound.phase1, color="tab:red", linestyle="--", label="Phase-1 closed form")
     ax.plot(steps, bound.phase3, color="tab:green", linestyle="--", label="Phase-3 closed form")
     ax.axhline(left["panel"]["stationary_phase3_prediction"], color="tab:purple",
@@ -315,7 +314,7 @@ def _plot(left: dict[str, Any], right: dict[str, Any], batches: dict[str, Any],
     ax.set_title(f"DSignSGD bounds by phase: ½‖x‖², d=2, N={cfg['agents']}, η={cfg['lr']}, "
                  f"σ=1, x0={cfg['x0']:g}\nverdict: {left['panel']['verdict'].upper()} "
                  f"(dominates; stationary bound/level = ℓ/c₃)", fontsize=10)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     ax.grid(alpha=0.3)
     ax = axes[1]
     for n, res in right["sims"].items():
