@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -328,12 +328,27 @@ def start_loss(model: nn.Module, dataset: Any, seed: int,
     return eval_loss(net, x, y)
 
 
+LAUNCHERS = ("inprocess", "torchrun")
+
+
 def verify(advice: Advice, model: nn.Module, dataset: Any, steps: int, *, seed: int = 0,
            methods: list[str] | None = None, device: torch.device | str = "cpu",
-           before_runs: Any = None, inject: str | None = None) -> dict[str, Any]:
-    """Plan, fix the bands (``before_runs(bands)`` is called with them), run, judge."""
+           before_runs: Any = None, inject: str | None = None, launcher: str = "inprocess",
+           model_spec: str | None = None, data_spec: str | None = None) -> dict[str, Any]:
+    """Plan, fix the bands (``before_runs(bands)`` is called with them), run, judge.
+
+    ``launcher="torchrun"`` runs every arm as real ranks (:mod:`.verify_torchrun`; needs
+    ``model_spec`` and ``data_spec``); its time model is then not judged."""
+    from .._checks import check_choice
+
     steps = check_steps(steps)
+    check_choice("launcher", launcher, LAUNCHERS)
     arms = plan(advice, methods)
+    if launcher == "torchrun":
+        if model_spec is None or data_spec is None:
+            raise ValueError("launcher 'torchrun' needs model_spec and data_spec (the --model "
+                             "and --data the ranks build)")
+        arms = [replace(a, step_seconds=None) for a in arms]    # loopback, not the link
     fixed = bands(arms)
     if before_runs is not None:
         before_runs({"steps": steps, "arms": [a.to_dict() for a in arms], "bands": fixed})
@@ -341,16 +356,24 @@ def verify(advice: Advice, model: nn.Module, dataset: Any, steps: int, *, seed: 
     runs: list[dict[str, Any]] = []
     for arm in arms:
         same = runs[0] if runs and _same(arm, arms[0]) else None
+        if same is None and launcher == "torchrun":
+            from .verify_torchrun import run_arm_torchrun
+
+            same = run_arm_torchrun(model, arm, steps, model_spec=model_spec,
+                                    data_spec=data_spec, seed=seed, inject=inject,
+                                    device=str(device))
         runs.append(same or run_arm(model, dataset, arm, steps, seed=seed, device=device,
                                     inject=inject))
     entries = judge(arms, runs, start, steps)
     return {"steps": steps, "arms": [a.to_dict() for a in arms], "bands": fixed,
-            "L0": start[0], "L0_se": start[1],
+            "L0": start[0], "L0_se": start[1], "launcher": launcher,
             "runs": [{"spec": a.spec, "losses": r["losses"], "failed": r["failed"],
                       "median_step_seconds": statistics.median(r["step_seconds"])
                       if r["step_seconds"] else None} for a, r in zip(arms, runs, strict=True)],
             "recommendations": entries,
-            "verdict": "pass" if all(e["verdict"] == "pass" for e in entries) else "fail",
+            # nothing to judge: the advice keeps DSGD and (torchrun) its time is not judged
+            "verdict": ("not judged" if not entries else
+                        "pass" if all(e["verdict"] == "pass" for e in entries) else "fail"),
             "_internal": (arms, runs, start)}
 
 

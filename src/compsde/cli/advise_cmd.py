@@ -74,6 +74,11 @@ LAW_PAIRS = 4000   # pairs of batch means per point of the simulated batch-law c
               help="with --verify: which recommended configuration(s) to run (the "
                    "recommendation, or a method the table matches to the reference loss; "
                    "default: the recommendation)")
+@click.option("--launcher", type=click.Choice(["inprocess", "torchrun"]), default="inprocess",
+              show_default=True,
+              help="with --verify: the agents simulated in this process, or real ranks under "
+                   "torchrun (one process per agent, the DDP hook; the time model is then not "
+                   "judged: the ranks talk over this machine's loopback)")
 @click.option("--json", "as_json", is_flag=True, help="print result.json instead of the table")
 @click.option("--out", type=OUT_DIR,
               default=Path("results/advise"), show_default=True,
@@ -83,8 +88,8 @@ def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
                    codec_time: str, compressors: tuple[str, ...],
                    samples: int, warmup: int, curvature_batch: int, inject: str | None,
                    seed: int, device: str, threads: int | None,
-                   verify_steps: int | None, verify_methods: tuple[str, ...], as_json: bool,
-                   out: Path) -> None:
+                   verify_steps: int | None, verify_methods: tuple[str, ...], launcher: str,
+                   as_json: bool, out: Path) -> None:
     """Measure gradient noise (tail ν, SNR, phases, ω, L) and predict DSGD/DCSGD/DSignSGD."""
     started = time.perf_counter()
     if threads is not None:
@@ -102,6 +107,12 @@ def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
     check_device(device, "--device")
     specs = list(compressors) or list(DEFAULT_COMPRESSORS)
     _check_verify(verify_steps, verify_methods, specs, samples)
+    if launcher != "inprocess":
+        if verify_steps is None:
+            raise ValueError("--launcher needs --verify STEPS (it says how --verify runs)")
+        from ..advise.verify_torchrun import torchrun_path
+
+        torchrun_path()
     check_data([data])                     # a missing data set: its install command, exit 2
     prepare_out(out, files=["result.json", "advise.png"]
                 + (["verify.png"] if verify_steps is not None else []))
@@ -122,7 +133,7 @@ def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
                          "compressors": specs, "samples": samples, "warmup": warmup,
                          "curvature_batch": curvature_batch, "inject": inject, "seed": seed,
                          "device": device, "threads": threads, "verify": verify_steps,
-                         "verify_methods": list(verify_methods)},
+                         "verify_methods": list(verify_methods), "launcher": launcher},
              "seconds": seconds, "versions": versions()}
     if verify_steps is not None:      # a method that was not recommended: exit 2, no run
         arms = plan(result, list(verify_methods) or None)
@@ -142,7 +153,8 @@ def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
 
     outcome = run_verify(result, net, dataset, verify_steps, seed=seed,
                          methods=[a.spec for a in arms[1:]], device=device,
-                         before_runs=before_runs, inject=inject)
+                         before_runs=before_runs, inject=inject, launcher=launcher,
+                         model_spec=model, data_spec=data)
     arms_, runs, start = outcome.pop("_internal")
     law_check = judge_batch_law(pairs=LAW_PAIRS, seed=seed)   # the law the rules assume
     outcome["batch_law_simulation"] = law_check
@@ -158,7 +170,7 @@ def advise_command(model: str, data: str, batch: int, agents: int, lr: float,
         click.echo(batch_law_lines(law_check))
         click.echo(f"wrote {json_path}, {png_path} and {verify_png} "
                    f"({extra['seconds']:.1f} s)")
-    if outcome["verdict"] != "pass":
+    if outcome["verdict"] == "fail":
         raise SystemExit(1)
 
 

@@ -42,6 +42,7 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = None
     init_method: str | None = None
+    init_from: str | None = None
     out: str = "results/train"
     progress: bool | None = None
 
@@ -76,6 +77,9 @@ class TrainConfig:
         if self.threads is not None:
             check_int("threads", self.threads, minimum=1, maximum=THREADS_MAX)
         self._check_combinations()
+        if self.init_from is not None and not os.path.isfile(self.init_from):
+            raise ValueError(f"init_from must be a file holding a model's state_dict "
+                             f"(torch.save), got {self.init_from!r}")
         check_device(self.device)
         check_out_dir(self.out, "out")
         return self
@@ -115,5 +119,6 @@ class TrainConfig:
     def run_key(self) -> dict:
         """What must match for ``--resume`` to continue this run."""
         keys = ("model", "data", "method", "lr", "batch", "seed", "noise", "sign_wire",
-                "randomness", "simulate_agents", "bucket_cap_mb", "parallel", "replicas")
+                "randomness", "simulate_agents", "bucket_cap_mb", "parallel", "replicas",
+                "init_from")
         return {k: getattr(self, k) for k in keys}

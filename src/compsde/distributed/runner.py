@@ -196,6 +196,21 @@ def _init_group(config: TrainConfig) -> tuple[int, int, int, str | None]:
     return rank, world, local_world, note
 
 
+def _model(config: TrainConfig, data: Dataset, device: torch.device) -> nn.Module:
+    """The model of ``--model``: the seed's initialisation, or the parameters of
+    ``--init-from``."""
+    model = make_model(config.model, data.image_shape, data.classes, seed=config.seed,
+                       device=device)
+    if config.init_from is not None:
+        state = torch.load(config.init_from, map_location=device, weights_only=True)
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, KeyError) as exc:
+            raise ValueError(f"init_from {config.init_from} does not fit --model "
+                             f"{config.model}: {str(exc).splitlines()[0][:200]}") from None
+    return model
+
+
 def _device(config: TrainConfig) -> torch.device:
     if config.device == "cpu":
         return torch.device("cpu")
@@ -225,8 +240,7 @@ def _run_distributed(config: TrainConfig, data: Dataset, device: torch.device) -
     _threads(config, local_world)
     if note and rank == 0:
         print(note, file=sys.stderr, flush=True)
-    model = make_model(config.model, data.image_shape, data.classes, seed=config.seed,
-                       device=device)
+    model = _model(config, data, device)
     sharded = config.parallel in ("fsdp", "hsdp")
     if sharded:                                 # the sharded model plays DDP's part below
         ddp = fsdp.shard_blocks(model, _hsdp_mesh(config, world, device))
@@ -329,8 +343,7 @@ def _progress(config: TrainConfig, rank: int) -> bool:
 
 def _run_simulated(config: TrainConfig, data: Dataset, device: torch.device) -> dict:
     agents = config.simulate_agents
-    model = make_model(config.model, data.image_shape, data.classes, seed=config.seed,
-                       device=device)
+    model = _model(config, data, device)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr)
     ckpt = _load_checkpoint(config, agents, device) if config.resume else None
     if ckpt is not None:

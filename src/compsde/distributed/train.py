@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, help="cpu | cuda (one GPU per rank)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per rank (default: cores / local ranks)")
+    p.add_argument("--init-from", default=None, metavar="FILE",
+                   help="start from these parameters (a torch.save'd state_dict of the same "
+                        "--model) instead of the seed's initialisation")
     p.add_argument("--init-method", default=None,
                    help="rendezvous (default: env:// under torchrun, else a temp file)")
     p.add_argument("--out", default=d.out,
