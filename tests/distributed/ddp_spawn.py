@@ -46,6 +46,17 @@ def join_group(timeout_s: float = 60.0) -> tuple[int, int]:
     return rank, world
 
 
+def refusals(attempts: dict) -> dict[str, str]:
+    """In a rank: the ``ValueError`` message of every ``attempts[name]()`` that raised one."""
+    found = {}
+    for name, attempt in attempts.items():
+        try:
+            attempt()
+        except ValueError as exc:
+            found[name] = str(exc)
+    return found
+
+
 def start_ranks(argv: list[str], world: int, tmp: Path, extra: dict[str, str] | None = None
                 ) -> list[subprocess.Popen]:
     """Start ``world`` processes of ``[python, *argv]`` with RANK/WORLD_SIZE set."""

@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ddp_spawn import join_group
+from ddp_spawn import join_group, refusals
 from fsdp_cases import CASES, LR, STEPS, BlockModel, rank_grads
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -72,19 +72,13 @@ def resumed(rank: int) -> dict:
 
 
 def errors() -> dict[str, str]:
-    found = {}
     attempts = {
         "plain": lambda: register(BlockModel(), "dsignsgd"),
         "reduce-dtype": lambda: register(
             sharded(MixedPrecisionPolicy(reduce_dtype=torch.bfloat16)), "dcsgd:qsgd:levels=4"),
         "sign-wire": lambda: register(sharded(), "dsignsgd", sign_wire="bits"),
     }
-    for name, attempt in attempts.items():
-        try:
-            attempt()
-        except ValueError as exc:
-            found[name] = str(exc)
-    return found
+    return refusals(attempts)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ddp_spawn import join_group
+from ddp_spawn import join_group, refusals
 from fsdp_layouts import LR, STEPS, LayoutModel, grads_for
 from layout_worker import full
 from torch.distributed.device_mesh import init_device_mesh
@@ -80,7 +80,6 @@ def resumed(mesh, rank: int) -> dict:
 
 
 def refused() -> dict[str, str]:
-    found = {}
     attempts = {
         "names": lambda: register(sharded(init_device_mesh(
             "cpu", MESH, mesh_dim_names=("dp", "tp"))), "dsignsgd"),
@@ -90,12 +89,7 @@ def refused() -> dict[str, str]:
     solo = dist.new_group([dist.get_rank()], use_local_synchronization=True)
     mesh = init_device_mesh("cpu", MESH, mesh_dim_names=("replicate", "shard"))
     attempts["group"] = lambda: register(sharded(mesh), "dsignsgd", process_group=solo)
-    for name, attempt in attempts.items():
-        try:
-            attempt()
-        except ValueError as exc:
-            found[name] = str(exc)
-    return found
+    return refusals(attempts)
 
 
 def main() -> None:

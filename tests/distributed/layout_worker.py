@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ddp_spawn import join_group
+from ddp_spawn import join_group, refusals
 from fsdp_layouts import FROZEN, IGNORED, LR, METHODS, STEPS, UNITS, LayoutModel, grads_for
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -96,7 +96,6 @@ def coverage(rank: int, steps: int = 8) -> float:
 
 
 def refused() -> dict[str, str]:
-    found = {}
     twice = sharded("plain")
     register(twice, "dsignsgd")
     ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2))
@@ -113,12 +112,7 @@ def refused() -> dict[str, str]:
     if dist.get_world_size() > 1:
         solo = dist.new_group([dist.get_rank()], use_local_synchronization=True)
         attempts["group"] = lambda: register(sharded("plain"), "dsignsgd", process_group=solo)
-    for name, attempt in attempts.items():
-        try:
-            attempt()
-        except ValueError as exc:
-            found[name] = str(exc)
-    return found
+    return refusals(attempts)
 
 
 def step_errors(rank: int) -> dict[str, str]:

@@ -106,6 +106,7 @@ def test_killing_a_rank_under_hsdp_stops_the_others(tmp_path):
     (["--timeout", "1e308"], "--timeout must be a number in"),
     (["--bucket-cap-mb", "1e308"], "--bucket-cap-mb must be a number in"),
     (["--threads", "1000000"], "--threads must be an integer in"),
+    (["--init-from", "/nonexistent/init.pt"], "--init-from must be a file holding"),
 ])
 def test_contradicting_or_unbounded_flags_are_refused_first(tmp_path, capsys, args, message):
     assert main([*SMALL, "--out", str(tmp_path), *args]) == 2

@@ -155,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the trainer; returns the exit code (0 ok, 1 failed run, 2 user mistake)."""
     try:
         config = parse_args(argv)
-        from ..cli.common import check_environment
+        from ..compressors import native
 
-        check_environment()
+        native.enabled()                            # COMPSDE_NATIVE, before any work
     except SystemExit as done:                      # --help
         return int(done.code or 0)
     except ValueError as exc:
