@@ -17,6 +17,7 @@ CASES: dict[str, tuple[str, dict]] = {
     "dsignsgd-int8": ("dsignsgd", {"sign_wire": "int8"}),
     "dsignsgd-bits": ("dsignsgd", {"sign_wire": "bits"}),
     "dsignsgd-scatter": ("dsignsgd", {"sign_wire": "scatter"}),
+    "dsignsgd-digits": ("dsignsgd", {"sign_wire": "digits"}),
     "randk": ("dcsgd:randk:ratio=0.05", {}),
     "randk-independent": ("dcsgd:randk:ratio=0.05", {"randomness": "independent"}),
     "bernoulli": ("dcsgd:bernoulli:p=0.1", {}),

@@ -102,6 +102,12 @@ def main() -> None:
         results[name] = {"params": params, "step": state.step, "counters": state.counters(),
                          "dimensions": state.bytes_per_dimension(),
                          "units": state.units, "world": state.world, "shards": state.shards}
+    four = init_device_mesh("cpu", (4, 1), mesh_dim_names=("replicate", "shard"))
+    _, state, params = train(four, "dsignsgd", {}, rank)      # R = 4: the digits wire
+    results["dsignsgd-4x1"] = {"params": params, "step": state.step,
+                               "counters": state.counters(),
+                               "wires": sorted({type(c).__name__
+                                                for c in state._codecs.values()})}
     results["resume"] = resumed(mesh, rank)
     results["refused"] = refused()
     torch.save(results, out / f"rank{rank}.pt")

@@ -41,6 +41,7 @@ from torch import Tensor
 
 from ..compressors import Compressor, WireMessage
 from .wire import (
+    AUTO_SIGN_WIRES,
     SHARED,
     all_gather_bytes,
     allreduce_bytes,
@@ -267,18 +268,22 @@ class GatherCodec(Codec):
 
 def make_codec(method_name: str, compressor: Compressor, *, d: int, world: int,
                dtype: torch.dtype, device: torch.device, bucket: int, sign_wire: str,
-               randomness: str, vote: bool = False) -> Codec:
+               randomness: str, vote: bool = False,
+               auto_wires: tuple[str, ...] = AUTO_SIGN_WIRES) -> Codec:
     """The codec of ``method_name`` (dsgd, dcsgd, dsignsgd) for one bucket; every method
     whose ranks send signs (``compressor`` sign: DSignSGD, Signum) takes the sign wires, with
     the server's majority vote in place of the mean when ``vote`` (THEORY.md §8)."""
     if method_name == "dsignsgd" or compressor.name == "sign":
-        from .sign_codecs import SignBitsCodec, SignInt8Codec, SignScatterCodec
+        from .sign_codecs import SignBitsCodec, SignDigitsCodec, SignInt8Codec, SignScatterCodec
 
-        wire = best_sign_wire(d, world, vote=vote) if sign_wire == "auto" else sign_wire
+        wire = (best_sign_wire(d, world, vote=vote, wires=auto_wires) if sign_wire == "auto"
+                else sign_wire)
         if wire == "int8":
             return SignInt8Codec(d, world, dtype, device, vote=vote)
         if wire == "scatter":
             return SignScatterCodec(d, world, dtype, device, vote=vote)
+        if wire == "digits":
+            return SignDigitsCodec(d, world, dtype, device, vote=vote)
         return SignBitsCodec(d, world, dtype, device, vote=vote)
     if vote:
         raise ValueError(f"a majority vote needs signs on the wire, not {compressor.spec}")

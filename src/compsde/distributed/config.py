@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from .._checks import check_choice, check_device, check_float, check_int, check_out_dir
 
-SIGN_WIRES = ("auto", "bits", "int8", "scatter")     # .protocol.SIGN_WIRES
+SIGN_WIRES = ("auto", "bits", "int8", "scatter", "digits")     # .protocol.SIGN_WIRES
 PARALLEL = ("ddp", "fsdp", "hsdp")
 SEED_MAX = 2**63 - 1          # torch.Generator.manual_seed takes a signed 64-bit seed
 STEPS_MAX = 10**9

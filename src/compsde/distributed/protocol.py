@@ -28,9 +28,9 @@ from .._checks import check_choice, check_int
 from ..methods import Method
 from ..noise import NoiseLaw
 from .codecs import BucketKey, Codec, make_codec
-from .wire import allreduce_bytes, derive_seed
+from .wire import AUTO_SIGN_WIRES, allreduce_bytes, derive_seed
 
-SIGN_WIRES = ("auto", "bits", "int8", "scatter")
+SIGN_WIRES = ("auto", "bits", "int8", "scatter", "digits")
 RANDOMNESS = ("shared", "independent")
 ON_NONFINITE = ("raise", "skip")
 _NOISE_STREAM = 1   # keeps injected noise apart from compressor randomness
@@ -110,6 +110,9 @@ class Protocol:
             raise ValueError(f"on_nonfinite 'skip' is not supported by {self.method.spec}: a "
                              f"non-finite gradient would stay in its momentum after the "
                              f"skipped step; use on_nonfinite='raise'")
+        if self.method.server == "vote" and sign_wire == "digits":
+            raise ValueError("sign_wire 'digits' carries counts; the majority vote of "
+                             f"{self.method.spec} sends 1 or 2 bits on sign_wire 'scatter'")
         if self.signs and sign_wire == "int8" and self.world > 255:
             raise ValueError(f"sign_wire 'int8' supports at most 255 ranks, got {self.world}")
         self.noise_spec = None if noise is None else (
@@ -132,6 +135,8 @@ class Protocol:
         self.momentum: dict[tuple[int, int], tuple[tuple | None, Tensor]] = {}
         self._layouts: dict[int, tuple[tuple[str, int], ...]] = {}
         self._retired: list[tuple[int, tuple | None, Tensor]] = []
+
+    auto_sign_wires = AUTO_SIGN_WIRES      # what sign_wire="auto" chooses among
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -219,7 +224,8 @@ class Protocol:
             codec = self._codecs[bucket] = make_codec(
                 self.method.name, self.compressor, d=d, world=self.world, dtype=grad.dtype,
                 device=grad.device, bucket=bucket, sign_wire=self.sign_wire,
-                randomness=self.randomness, vote=self.method.server == "vote")
+                randomness=self.randomness, vote=self.method.server == "vote",
+                auto_wires=self.auto_sign_wires)
         return codec
 
     def inject_noise(self, grad: Tensor, key: BucketKey) -> None:

@@ -26,6 +26,7 @@ from .wire import (
     SignCounter,
     SignPacker,
     all_to_all_bytes,
+    digits_per_word,
     packed_nbytes,
     sign_shard,
     sign_wire_traffic,
@@ -268,3 +269,47 @@ class SignScatterCodec(Codec):
             message = self.shard_bytes + 1
             return self.world * message, all_to_all_bytes(message, self.world)
         return sign_wire_traffic("scatter", self.d, self.world, self.vote)
+
+
+class SignDigitsCodec(SignScatterCodec):
+    """The sign reduce-scatter with its second stage's counts sent as base-``(N+1)`` digits,
+    :func:`.wire.digits_per_word` of them to an int64 word: ``log₂(N+1)`` bits a count instead
+    of the ``⌈log₂(N+1)⌉`` bit planes, fewer bytes where ``N + 1`` is far below a power of two
+    (N = 4: 2.37 bits instead of 3, the all-reduce of 4 HSDP nodes at 0.052 of fp32's instead of
+    1/16). Decoded in torch (integer division), so the same counts and the same
+    ``count·(2/N) − 1`` as the other sign wires; not for the majority vote.
+    """
+
+    def __init__(self, d: int, world: int, dtype: torch.dtype, device: torch.device,
+                 shard: int | None = None, vote: bool = False):
+        if vote:
+            raise ValueError("sign_wire 'digits' carries counts; the majority vote sends 1 or "
+                             "2 bits per coordinate on sign_wire 'scatter'")
+        super().__init__(d, world, dtype, device, shard=shard)
+        self._per_word = digits_per_word(world)
+        words = -(-self.row // self._per_word)
+        self._powers = torch.tensor([(world + 1) ** j for j in range(self._per_word)],
+                                    dtype=torch.int64, device=device)
+        self._digits = torch.zeros(words * self._per_word, dtype=torch.int64, device=device)
+        self._message = torch.empty(8 * words, dtype=torch.uint8, device=device)
+        self._outgoing = torch.empty((world, 8 * words), dtype=torch.uint8, device=device)
+        self.gather_buffer(8 * words, torch.uint8)
+
+    def reduce(self, received: Tensor) -> Tensor:
+        self._bad = int(received[:, self.shard_bytes].sum())
+        counts = self._counter.counts_into(received[:, : self.shard_bytes], self._shard_counts)
+        self._digits[: self.row].copy_(counts)
+        words = (self._digits.view(-1, self._per_word) * self._powers).sum(1)
+        self._message.view(torch.int64).copy_(words)
+        return self._message
+
+    def decode(self, combined: Tensor, key: BucketKey, out: Tensor) -> int:
+        words = combined.contiguous().view(torch.int64).view(self.world, -1, 1)
+        counts = torch.remainder(torch.div(words, self._powers, rounding_mode="floor"),
+                                 self.world + 1)
+        counts = counts.view(self.world, -1)[:, : self.row][:, : self.shard]
+        out.copy_(counts.reshape(-1)[: self.d]).mul_(2.0 / self.world).sub_(1.0)
+        return self._bad
+
+    def traffic(self, payload: Tensor) -> tuple[int, float]:
+        return sign_wire_traffic("digits", self.d, self.world)

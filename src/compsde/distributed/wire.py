@@ -204,7 +204,10 @@ def all_to_all_bytes(nbytes: int, world: int) -> float:
 
 
 # -- DSignSGD's sign reduce-scatter ---------------------------------------------------------
-SIGN_WIRE_CHOICES = ("bits", "int8", "scatter")
+SIGN_WIRE_CHOICES = ("bits", "int8", "scatter", "digits")
+# what ``sign_wire="auto"`` chooses among; the HSDP state adds "digits" (its all-reduce is the
+# one place the sign reduce-scatter's torch-decoded digits pay for themselves)
+AUTO_SIGN_WIRES = ("bits", "int8", "scatter")
 
 
 def count_bits(world: int) -> int:
@@ -216,6 +219,20 @@ def sign_shard(d: int, world: int) -> int:
     """Coordinates of one rank's shard in the sign reduce-scatter: ``8·⌈d / 8N⌉`` (the bucket
     is zero-padded to ``N`` whole-byte shards)."""
     return 8 * ((d + 8 * world - 1) // (8 * world))
+
+
+def digits_per_word(world: int) -> int:
+    """Counts ``0 … N`` one int64 word holds as base-``(N+1)`` digits: the largest ``k`` with
+    ``(N+1)^k ≤ 2^63`` (``log₂(N+1)`` bits a count instead of ``⌈log₂(N+1)⌉``)."""
+    k = 1
+    while (world + 1) ** (k + 1) <= 2**63:
+        k += 1
+    return k
+
+
+def digits_nbytes(counts: int, world: int) -> int:
+    """Bytes of ``counts`` counts of ``world`` signs packed :func:`digits_per_word` to a word."""
+    return 8 * -(-counts // digits_per_word(world))
 
 
 def vote_bits(world: int) -> int:
@@ -243,19 +260,28 @@ def sign_wire_traffic(wire: str, d: int, world: int, vote: bool = False) -> tupl
         return size, all_gather_bytes(size, world)
     if wire == "int8":
         return d + 1, allreduce_bytes(d + 1, world)
-    if wire == "scatter":
+    if wire in ("scatter", "digits"):
         shard_bytes = sign_shard(d, world) // 8
-        bits = vote_bits(world) if vote else count_bits(world)
-        message, counts = shard_bytes + 1, bits * shard_bytes
+        if wire == "digits":
+            if vote:
+                raise ValueError("sign_wire 'digits' carries counts; the majority vote sends "
+                                 "1 or 2 bits per coordinate on sign_wire 'scatter'")
+            counts = digits_nbytes(8 * shard_bytes, world)
+        else:
+            counts = (vote_bits(world) if vote else count_bits(world)) * shard_bytes
+        message = shard_bytes + 1
         return (world * message + counts,
                 all_to_all_bytes(message, world) + all_gather_bytes(counts, world))
     raise ValueError(f"sign_wire must be one of {', '.join(SIGN_WIRE_CHOICES)}, got {wire!r}")
 
 
-def best_sign_wire(d: int, world: int, vote: bool = False) -> str:
-    """The wire of :func:`sign_wire_traffic` that moves the fewest bytes (``sign_wire="auto"``);
-    ties go to the one-collective wires. ``int8`` serves at most 255 ranks."""
-    wires = [w for w in ("bits", "int8", "scatter") if w != "int8" or world <= SIGN_COUNT_MAX]
+def best_sign_wire(d: int, world: int, vote: bool = False,
+                   wires: tuple[str, ...] = AUTO_SIGN_WIRES) -> str:
+    """The wire of ``wires`` (:func:`sign_wire_traffic`) that moves the fewest bytes
+    (``sign_wire="auto"``); ties go to the earlier (one-collective) wires. ``int8`` serves at
+    most 255 ranks; ``digits`` carries no vote."""
+    wires = tuple(w for w in wires if (w != "int8" or world <= SIGN_COUNT_MAX)
+                  and (w != "digits" or not vote))
     return min(wires, key=lambda w: sign_wire_traffic(w, d, world, vote)[1])
 
 
