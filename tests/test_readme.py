@@ -36,6 +36,7 @@ SLOW = ("torchrun", "compsde reproduce")
 # Commands that judge a claim: at shrunk sizes a verdict may fail (exit 1) — the command still
 # has to run to its verdict, never end in a usage error (exit 2) or a traceback.
 VERDICTS = ("demo", "validate", "reproduce")
+TEMPLATE = "..."  # a command shown as a template: placeholder hosts, elided flags
 DEFAULT_DATA = {"train": "fashion-mnist", "advise": "fashion-mnist",
                 "compsde.distributed.train": "fashion-mnist"}
 
@@ -93,6 +94,8 @@ def data_sets(command: str) -> tuple[str, ...]:
 
 
 def _marks(command: str) -> list:
+    if TEMPLATE in shlex.split(command):              # parsed, not run (test_readme_command_runs)
+        return []
     marks = []
     needs = data_sets(command)
     if command.startswith(SLOW) or "fashion-mnist" in needs:  # a figure, torchrun, or ~10 s
@@ -117,6 +120,19 @@ def test_readme_command_runs(command, tmp_path, monkeypatch, capsys):
         done = subprocess.run(["make", "-n", *words[1:]], cwd=ROOT, capture_output=True,
                               text=True, timeout=60)
         assert done.returncode == 0, done.stderr  # the target exists and is well-formed
+        return
+    if words[0] == "torchrun" and TEMPLATE in words:
+        # A cluster template (HOST0, elided flags): torchrun's parser and the trainer's accept
+        # what it shows. Two real node agents are started by tests/distributed/test_train.py
+        # (test_two_torchrun_agents_as_two_nodes).
+        from torch.distributed.run import get_args_parser
+
+        from compsde.distributed.train import build_parser
+
+        at = words.index("-m")
+        launch = get_args_parser().parse_args([*words[1:at], "-m", words[at + 1]])
+        assert launch.module and launch.training_script == "compsde.distributed.train"
+        build_parser().parse_args([w for w in words[at + 2:] if w != TEMPLATE])
         return
     if words[0] == "torchrun":
         launcher = shutil.which("torchrun", path=str(Path(sys.executable).parent))
