@@ -331,7 +331,7 @@ NOTE = ("Noise measured after the warm-up (Student-t fit per parameter group, 95
 
 
 @figure("lm", CLAIM, data=tuple(dict.fromkeys(d for p in PRESETS.values()
-                                             for d in data_sets(p))), quick_seconds=1257)
+                                             for d in data_sets(p))), quick_seconds=680)
 def run(out: Path, preset: str = "quick", seed: int = 0, progress: bool = False,
         distributed: bool = False, jobs: int = 1) -> FigureOutcome:
     """Reproduce figure ``lm`` with the ``quick`` or ``full`` preset."""

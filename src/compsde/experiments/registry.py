@@ -54,8 +54,9 @@ class Figure:
     claim: str
     runner: Callable[..., FigureOutcome]
     data: tuple[str, ...] = ()       # data set specs it reads (compsde.nn.data.check_data)
-    # wall time of the quick preset with one job on an idle 2-core machine (BENCHMARKS.md), for
-    # the estimate printed before a long figure starts; None: under a minute
+    # wall time of the quick preset with one job on an idle 2-core machine (BENCHMARKS.md; lm:
+    # twice its 341 s with two jobs), for the estimate printed before a long figure starts;
+    # None: under a minute
     quick_seconds: float | None = None
 
     def expected_seconds(self, preset: str, jobs: int) -> float | None:
