@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accelerate import Accelerator
-from integration_cases import BATCH, LR, dataset, flat, join_group, loss_fn, make_net
+from integration_cases import BATCH, LR, dataset, finish, flat, join_group, loss_fn, make_net
 
 import compsde
 
@@ -72,3 +72,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    finish()

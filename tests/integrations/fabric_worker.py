@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from integration_cases import BATCH, LR, dataset, flat, join_group, loss_fn, make_net
+from integration_cases import BATCH, LR, dataset, finish, flat, join_group, loss_fn, make_net
 from lightning.fabric import Fabric
 from lightning.fabric.strategies import ModelParallelStrategy
 from torch.distributed.fsdp import fully_shard
@@ -100,3 +100,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    finish()

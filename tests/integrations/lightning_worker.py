@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lightning.pytorch as pl
-from integration_cases import BATCH, LR, dataset, flat, join_group, loss_fn, make_net
+from integration_cases import BATCH, LR, dataset, finish, flat, join_group, loss_fn, make_net
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import DDPStrategy
 
@@ -108,3 +108,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    finish()

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lightning.pytorch as pl
-from integration_cases import BATCH, dataset, flat, join_group, make_net
+from integration_cases import BATCH, dataset, finish, flat, join_group, make_net
 from torch import nn
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -62,3 +62,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    finish()
