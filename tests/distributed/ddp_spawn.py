@@ -87,6 +87,16 @@ def run_ranks(argv: list[str], world: int, tmp: Path, timeout: float = 120.0,
     return wait_ranks(start_ranks(argv, world, tmp, extra), timeout)
 
 
+def rank_records(worker: Path, world: int, out: Path, timeout: float) -> list:
+    """Run ``worker OUT`` on ``world`` ranks, assert every rank exited 0, and load the
+    ``OUT/rank{r}.pt`` each rank wrote."""
+    import torch
+
+    results = run_ranks([str(worker), str(out)], world, out, timeout=timeout)
+    assert all(r.returncode == 0 for r in results), describe(results)
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
 def describe(results: list[RankResult]) -> str:
     return "\n".join(f"--- rank {r.rank} rc={r.returncode}\n{r.stdout[-2000:]}\n"
                      f"{r.stderr[-4000:]}" for r in results)

@@ -17,7 +17,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from ddp_spawn import describe, run_ranks  # noqa: E402
+from ddp_spawn import rank_records  # noqa: E402
 from fsdp_cases import BLOCKS, CASES, LR, STEPS, rank_grads  # noqa: E402
 
 from compsde.distributed import AgentSimulator, register  # noqa: E402
@@ -29,9 +29,7 @@ from compsde.distributed.fsdp import fsdp_flat  # noqa: E402
 def launched(request, tmp_path_factory):
     world = request.param
     out = tmp_path_factory.mktemp(f"fsdp{world}")
-    results = run_ranks([str(HERE / "fsdp_worker.py"), str(out)], world, out, timeout=200)
-    assert all(r.returncode == 0 for r in results), describe(results)
-    return world, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    return world, rank_records(HERE / "fsdp_worker.py", world, out, timeout=200)
 
 
 def _chunk(shape: tuple[int, ...], world: int) -> int:

@@ -19,7 +19,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from ddp_spawn import describe, run_ranks  # noqa: E402
+from ddp_spawn import rank_records  # noqa: E402
 from fsdp_layouts import (  # noqa: E402
     FROZEN,
     IGNORED,
@@ -43,9 +43,7 @@ CASES = [(layout, name) for layout in UNITS for name in METHODS]
 def launched(request, tmp_path_factory):
     world = request.param
     out = tmp_path_factory.mktemp(f"layouts{world}")
-    results = run_ranks([str(HERE / "layout_worker.py"), str(out)], world, out, timeout=300)
-    assert all(r.returncode == 0 for r in results), describe(results)
-    return world, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    return world, rank_records(HERE / "layout_worker.py", world, out, timeout=300)
 
 
 def rank_grads(layout: str, rank: int, step: int) -> dict[str, torch.Tensor]:

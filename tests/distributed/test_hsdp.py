@@ -17,7 +17,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from ddp_spawn import describe, run_ranks  # noqa: E402
+from ddp_spawn import rank_records  # noqa: E402
 from fsdp_layouts import STEPS, UNITS, LayoutModel, grads_for, sgd_from_rows  # noqa: E402
 from hsdp_worker import CASES, MESH  # noqa: E402
 
@@ -37,9 +37,7 @@ R, S = MESH
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("hsdp")
-    results = run_ranks([str(HERE / "hsdp_worker.py"), str(out)], R * S, out, timeout=300)
-    assert all(r.returncode == 0 for r in results), describe(results)
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(R * S)]
+    return rank_records(HERE / "hsdp_worker.py", R * S, out, timeout=300)
 
 
 SHAPES = {n: p.shape for n, p in LayoutModel().named_parameters()}

@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from ddp_cases import LR, SHAPES, STEPS, rank_grads  # noqa: E402
-from ddp_spawn import describe, run_ranks  # noqa: E402
+from ddp_spawn import rank_records  # noqa: E402
 from fsdp_layouts import UNITS, LayoutModel, grads_for, sgd_from_rows  # noqa: E402
 from sign_family_worker import DDP_CASES, FSDP_CASES  # noqa: E402
 
@@ -41,10 +41,7 @@ NAMES = [f"weights.{i}" for i in range(len(SHAPES))]
 def launched(request, tmp_path_factory):
     world = request.param
     out = tmp_path_factory.mktemp(f"signs{world}")
-    results = run_ranks([str(HERE / "sign_family_worker.py"), str(out)], world, out,
-                        timeout=240)
-    assert all(r.returncode == 0 for r in results), describe(results)
-    return world, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    return world, rank_records(HERE / "sign_family_worker.py", world, out, timeout=240)
 
 
 def rule(spec: str, world: int) -> list[list[torch.Tensor]]:

@@ -18,7 +18,7 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "distributed"))
 
-from ddp_spawn import describe, join_group, run_ranks  # noqa: E402
+from ddp_spawn import describe, join_group, rank_records, run_ranks  # noqa: E402
 
 __all__ = ["LR", "describe", "join_group", "run_ranks"]
 
@@ -100,9 +100,7 @@ def fp32_allreduce_bytes(d: int, world: int, steps: int) -> float:
 
 def launch(worker: str, out: Path, timeout: float = 120.0) -> list[dict]:
     """Run ``worker`` on 2 gloo ranks (killed after ``timeout`` s); every rank's record."""
-    results = run_ranks([str(HERE / worker), str(out)], 2, out, timeout=timeout)
-    assert all(r.returncode == 0 for r in results), describe(results)
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    return rank_records(HERE / worker, 2, out, timeout)
 
 
 def check_exact_dsignsgd(ranks: list[dict], key: str = "exact") -> None:
