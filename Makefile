@@ -43,12 +43,16 @@ lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 
 # Under make, a test whose data set is missing fails (tests/conftest.py) instead of skipping.
+# Test files run in TEST_JOBS worker processes (pytest-xdist; a file's tests stay together, so
+# its module-scoped fixtures are built once).
+TEST_JOBS ?= 2
+
 test: lint
-	COMPSDE_REQUIRE_DATA=1 $(PY) -m pytest -q
+	COMPSDE_REQUIRE_DATA=1 $(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 # The slow tier: the quick presets of the figures, torchrun jobs, the README's long commands.
 test-slow: setup
-	COMPSDE_REQUIRE_DATA=1 $(PY) -m pytest -q -m slow
+	COMPSDE_REQUIRE_DATA=1 $(PY) -m pytest -q -m slow -n $(TEST_JOBS) --dist loadfile
 
 bench: setup
 	$(PY) benchmarks/simulate.py

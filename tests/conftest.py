@@ -62,6 +62,27 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         require_data(*specs)
 
 
+KILLS: list[tuple[str, bool]] = []     # (test, killed) of every mutant that ran
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Collect the mutants' outcomes (``tests/mutations/conftest.py``'s ``caught``) from the
+    reports, which reach the main process also from pytest-xdist's workers."""
+    if report.when == "call":
+        KILLS.extend((report.nodeid, bool(value)) for name, value in report.user_properties
+                     if name == "mutation_killed")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if KILLS:
+        killed = sum(ok for _, ok in KILLS)
+        terminalreporter.write_line(
+            f"mutation kill rate: {killed}/{len(KILLS)} ({100 * killed / len(KILLS):.0f} %)")
+        for nodeid, ok in KILLS:
+            if not ok:
+                terminalreporter.write_line(f"  survived: {nodeid}")
+
+
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(1234)

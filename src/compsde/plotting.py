@@ -20,7 +20,8 @@ def spans_decades(values: np.ndarray, decades: float = 1.5) -> bool:
     return finite.size > 1 and np.log10(finite.max() / finite.min()) > decades
 
 
-METHOD_NAMES = {"dsgd": "DSGD", "dcsgd": "DCSGD", "dsignsgd": "DSignSGD"}
+METHOD_NAMES = {"dsgd": "DSGD", "dcsgd": "DCSGD", "dsignsgd": "DSignSGD", "signum": "Signum",
+                "scaledsign": "scaled sign", "ef21": "EF21", "ef-signsgd": "EF-signSGD"}
 TITLE_WIDTH = 76  # characters per title line (fontsize 10) at the default figure width
 
 

@@ -1,5 +1,10 @@
 """Does the SDE track the algorithm? Side-by-side runs with Monte-Carlo error bars (THEORY.md §3).
 
+EF21 with a mask compressor on a diagonal quadratic has no SDE here but exact second moments
+(THEORY.md §8b): :func:`validate` hands it to :mod:`compsde.validate_exact`, which judges its
+mean loss curve against the exact ``E f_k`` and its late-window mean against the stationary
+level.
+
 :func:`validate` runs the discrete algorithm (:func:`~compsde.simulation.simulate`) and its SDE
 (:func:`~compsde.sde.simulate_sde`) on one config and compares the mean-loss curves: at each
 record the gap ``|mean_alg − mean_sde|`` against ``z · √(se_alg² + se_sde²)`` (both runs are
@@ -165,6 +170,7 @@ class Validation:
     first_order_source: str = "none (Monte-Carlo error only; --lr-sweep measures the SDE's " \
                               "O(η) term)"
     spread: dict[str, Any] | None = None
+    reference_label = "SDE"
 
     @property
     def tolerance_curve(self) -> np.ndarray:
@@ -232,8 +238,17 @@ def validate(method: str, landscape: str, noise: str, *, lr: float, steps: int,
     batch, seed, x0, dtype, device, record_every, …). ``batch_noise`` goes to the algorithm
     only: with ``"mean"`` it averages B draws while the SDE keeps the σ/√B convention (§1a).
     ``z`` sets the tolerance in standard errors of the gap (default 4: a per-record false alarm
-    rate of 6e-5).
+    rate of 6e-5). EF21 goes to :func:`validate_exact` (``dt``, ``moments`` unused there;
+    ``stability=True`` refused).
     """
+    from .validate_exact import exact_reference, validate_exact
+
+    if exact_reference(method) is not None:
+        if stability:
+            raise ValueError(f"stability applies to an SDE; {method} is judged against its "
+                             f"exact discrete moments (THEORY.md §8b)")
+        return validate_exact(method, landscape, noise, lr=lr, steps=steps, runs=runs, z=z,
+                              batch_noise=batch_noise, **common)
     z = check_float("z", z, low=0.0, low_open=True)
     runs = check_int("runs", runs, minimum=2)  # standard errors need two runs
     alg = simulate(method, landscape, noise, lr=lr, steps=steps, runs=runs,
@@ -334,18 +349,47 @@ def slope_standard_error(lrs: np.ndarray, errors: np.ndarray, se: np.ndarray) ->
                  / np.sum(centred**2))
 
 
+def momentum_rate_of(method: Any, lr: float) -> float | None:
+    """Signum's ``c = (1 − β)/η`` at ``lr`` (the pair SDE's scaling, THEORY.md §8a), else None."""
+    from .methods import Method, make
+
+    built = method if isinstance(method, Method) else make(method)
+    return (1.0 - built.beta) / lr if built.name == "signum" else None
+
+
+def _at_rate(method: str, rate: float, lr: float) -> str:
+    """Signum's spec at ``lr`` with ``β = 1 − c·η`` (c = ``rate``)."""
+    from .methods import make
+
+    built = make(method)
+    if built.name != "signum":
+        raise ValueError(f"momentum_rate applies to signum only, got method {method!r}")
+    beta = 1.0 - rate * lr
+    if not 0.0 < beta < 1.0:
+        raise ValueError(f"lrs must keep beta = 1 − c·lr in (0, 1) at c = {rate:g}, got "
+                         f"lr = {lr:g} (beta = {beta:g})")
+    return f"signum:beta={beta!r}" + (",vote=majority" if built.vote else "")
+
+
 def lr_sweep(method: str, landscape: str, noise: str, *, lrs: Sequence[float], horizon: float,
              runs: int = 2000, substeps: int = 8, stability: bool = False,
-             moments: str = "auto", batch_noise: str = "scale", **common: Any) -> LrSweep:
+             moments: str = "auto", batch_noise: str = "scale",
+             momentum_rate: float | None = None, **common: Any) -> LrSweep:
     """Weak error at SDE time ``horizon`` for each learning rate in ``lrs``.
 
     The algorithm takes ``round(horizon/η)`` steps; the SDE is integrated with ``substeps``
     Euler–Maruyama steps per iteration (``dt = η/substeps``) so the integrator's own O(dt) error
     stays well below the O(η) model error being measured. ``common`` as in :func:`validate`.
+    ``momentum_rate`` (Signum): hold ``c = (1 − β)/η`` fixed, ``β = 1 − c·η`` at each lr, the
+    scaling in which the pair SDE is the limit (THEORY.md §8a).
     """
     values = sorted({check_float("lrs", v, low=0.0, low_open=True) for v in lrs})
     if len(values) < 2:
         raise ValueError(f"lrs must hold at least 2 distinct learning rates > 0, got {list(lrs)}")
+    specs = {lr: method for lr in values}
+    if momentum_rate is not None:
+        rate = check_float("momentum_rate", momentum_rate, low=0.0, low_open=True)
+        specs = {lr: _at_rate(method, rate, lr) for lr in values}
     horizon = check_float("horizon", horizon, low=0.0, low_open=True)
     substeps = check_int("substeps", substeps, minimum=1)
     runs = check_int("runs", runs, minimum=2)  # standard errors need two runs
@@ -354,14 +398,15 @@ def lr_sweep(method: str, landscape: str, noise: str, *, lrs: Sequence[float], h
     for lr in values:
         steps = max(1, round(horizon / lr))
         kw = dict(lr=lr, steps=steps, runs=runs, **common, record_every=steps)
-        alg = simulate(method, landscape, noise, batch_noise=batch_noise, **kw)
-        sde = simulate_sde(method, landscape, noise, dt=lr / substeps, stability=stability,
+        alg = simulate(specs[lr], landscape, noise, batch_noise=batch_noise, **kw)
+        sde = simulate_sde(specs[lr], landscape, noise, dt=lr / substeps, stability=stability,
                            moments=moments, **kw)
         err = abs(alg.loss_mean[-1] - sde.loss_mean[-1])
         se = float(np.hypot(alg.loss_se[-1], sde.loss_se[-1]))
         errors.append(err)
         ses.append(se)
-        details.append({"lr": lr, "steps": steps, "algorithm": alg.loss_mean[-1],
+        details.append({"lr": lr, "method": specs[lr], "steps": steps,
+                        "algorithm": alg.loss_mean[-1],
                         "algorithm_se": alg.loss_se[-1], "sde": sde.loss_mean[-1],
                         "sde_se": sde.loss_se[-1], "weak_error": err, "se": se})
     lr_arr, err_arr, se_arr = np.array(values), np.array(errors), np.array(ses)

@@ -9,6 +9,7 @@ STEPS = 3
 MLP_CAP_MB = 0.005
 LR = 0.1
 SHAPES = [(60_000,), (100, 120), (3000,), (7,)]   # 300 kB: several 100 kB DDP buckets
+NAMES = [f"weights.{i}" for i in range(len(SHAPES))]   # LinearModel's parameters
 
 # name -> (method spec, register options)
 CASES: dict[str, tuple[str, dict]] = {
@@ -87,3 +88,23 @@ def mlp_model() -> nn.Module:
 def mlp_batch(rank: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(500 + 10 * rank + step)
     return torch.randn(16, 1, 8, 8, generator=gen), torch.randint(10, (16,), generator=gen)
+
+
+def replay(spec: str, options: dict, world: int, layouts: list[dict]) -> tuple:
+    """The ranks' STEPS steps replayed in one process by an AgentSimulator with each step's
+    bucket ``layouts`` (as the hook recorded them): ``(simulator, parameters after each step)``."""
+    from compsde.distributed import AgentSimulator
+
+    sim = AgentSimulator(spec, world, seed=7, **options)
+    params = [torch.zeros(s) for s in SHAPES]
+    history = []
+    for step in range(STEPS):
+        per_rank = [rank_grads(r, step) for r in range(world)]
+        grads = {n: torch.stack([g[i] for g in per_rank]) for i, n in enumerate(NAMES)}
+        mean = sim.reduce(grads, layouts[step])
+        opt = torch.optim.SGD(params, lr=LR)
+        for p, n in zip(params, NAMES, strict=True):
+            p.grad = mean[n].clone()
+        opt.step()
+        history.append([p.clone() for p in params])
+    return sim, history

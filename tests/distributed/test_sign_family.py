@@ -19,7 +19,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from ddp_cases import LR, SHAPES, STEPS, rank_grads  # noqa: E402
+from ddp_cases import LR, SHAPES, STEPS, rank_grads, replay  # noqa: E402
 from ddp_spawn import rank_records  # noqa: E402
 from fsdp_layouts import UNITS, LayoutModel, grads_for, sgd_from_rows  # noqa: E402
 from sign_family_worker import DDP_CASES, FSDP_CASES  # noqa: E402
@@ -66,22 +66,6 @@ def rule(spec: str, world: int) -> list[list[torch.Tensor]]:
             params[i].add_(step_dir, alpha=-LR)
         history.append([p.clone() for p in params])
     return history
-
-
-def replay(spec: str, options: dict, world: int, layouts: list[dict]) -> tuple:
-    sim = AgentSimulator(spec, world, seed=7, **options)
-    params = [torch.zeros(s) for s in SHAPES]
-    history = []
-    for step in range(STEPS):
-        per_rank = [rank_grads(r, step) for r in range(world)]
-        grads = {n: torch.stack([g[i] for g in per_rank]) for i, n in enumerate(NAMES)}
-        mean = sim.reduce(grads, layouts[step])
-        opt = torch.optim.SGD(params, lr=LR)
-        for p, n in zip(params, NAMES, strict=True):
-            p.grad = mean[n].clone()
-        opt.step()
-        history.append([p.clone() for p in params])
-    return sim, history
 
 
 @pytest.mark.parametrize("name", list(DDP_CASES))

@@ -68,6 +68,19 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     assert len(ra["buckets"]) >= 2 and ra["buckets"] == rb["buckets"]
 
 
+@pytest.mark.parametrize("method", [
+    "ef21:topk:ratio=0.05", pytest.param("signum:beta=0.9", marks=pytest.mark.slow)])
+def test_resume_restores_every_ranks_own_buffers(tmp_path, method):
+    """A stateful method over 2 DDP buckets: each rank's buffers (EF21's h_i and ĥ, Signum's
+    momentum) are its own, so the checkpoint must keep every rank's, not rank 0's."""
+    common = [*TRAIN, *SMALL, "--method", method, "--bucket-cap-mb", "0.005", "--lr", "0.05",
+              "--checkpoint-every", "3"]
+    ra, rb = _resumed_equals_uninterrupted(tmp_path, common, 3)
+    assert ra["loss"] == rb["loss"] and ra["bytes"] == rb["bytes"]
+    saved = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    assert [h["rank"] for h in saved["hooks"]] == [0, 1]
+
+
 @pytest.mark.slow
 def test_fsdp_resume_equals_uninterrupted_run(tmp_path):
     """--parallel fsdp: 2 ranks, DSignSGD as the sign reduce-scatter of every sharded block

@@ -2,18 +2,19 @@
 
 Each test patches one wrong piece into the library (``mutants.py``), runs the smallest command
 that carries the verdict covering it, and hands the mutant's verdict to the ``caught`` fixture,
-which records it and asserts "fail". The same commands on the real code must say "pass"
-(``test_real_code_passes`` in each module). The terminal summary prints the kill rate.
+which records it on the test's report and asserts "fail". The same commands on the real code
+must say "pass" (``test_real_code_passes`` in each module). ``tests/conftest.py`` collects the
+records from the reports (in the main process, also when pytest-xdist runs the tests in worker
+processes) and prints the kill rate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-KILLS: list[tuple[str, bool]] = []
+KILLED = "mutation_killed"     # the user property that carries one mutant's outcome
 
 
 @pytest.fixture
@@ -21,17 +22,7 @@ def caught(request: pytest.FixtureRequest) -> Callable[[str], None]:
     """``caught(verdict)``: record the mutant's verdict; the test fails unless it is "fail"."""
 
     def record(verdict: str) -> None:
-        KILLS.append((request.node.nodeid, verdict == "fail"))
+        request.node.user_properties.append((KILLED, verdict == "fail"))
         assert verdict == "fail", f"mutant survived: verdict {verdict!r}"
 
     return record
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if KILLS:
-        killed = sum(ok for _, ok in KILLS)
-        terminalreporter.write_line(
-            f"mutation kill rate: {killed}/{len(KILLS)} ({100 * killed / len(KILLS):.0f} %)")
-        for nodeid, ok in KILLS:
-            if not ok:
-                terminalreporter.write_line(f"  survived: {nodeid}")

@@ -333,3 +333,21 @@ def sde_plain_means_of_unequal_agents(monkeypatch: Any) -> None:
 
     mutate(monkeypatch, DCSGDMoments, "evaluate", wrong_dcsgd)
     mutate(monkeypatch, DSignSGDMoments, "sign_means", wrong_sign)
+
+
+def sign_diffusion_averaged_after_squaring(monkeypatch: Any) -> None:
+    """DSignSGD's diffusion of unequal agents averages before squaring: Diag(1 − (mean_i m_i)²)
+    instead of Diag(1 − mean_i m_i²) (THEORY.md §3)."""
+    from compsde.sde.diffusion import DiagonalCov
+    from compsde.sde.moments import DSignSGDMoments
+
+    def wrong(original: Any) -> Any:
+        def evaluate(self: DSignSGDMoments, x: torch.Tensor) -> Any:
+            drift, cov = original(self, x)
+            if self.shared:
+                return drift, cov
+            return drift, DiagonalCov(1.0 - drift.square())
+
+        return evaluate
+
+    mutate(monkeypatch, DSignSGDMoments, "evaluate", wrong)

@@ -98,3 +98,24 @@ def test_doubled_diffusion_fails_the_spread_of_fig1_panel_b(monkeypatch, caught)
     result = fig1.panel_mean(fig1.SADDLE | TEST["B"], TEST["runs"], 0, False, "B",
                              spread=True)
     caught(result["checks"][1]["verdict"])
+
+
+# Unequal agents in Phase 1: seven nearly noiseless agents (m_i ≈ 1) and one noisy one (m ≈ 0.08)
+# make Diag(1 − mean_i m_i²) ≈ 0.125 and the wrong order 1 − (mean_i m_i)² ≈ 0.22: a spread
+# √1.74 = 1.32 times the algorithm's, past the 25 % spread budget.
+UNEQUAL = ["validate", "--method", "dsignsgd", "--landscape", "quadratic:d=1", "--x0", "2",
+           "--noise", "gaussian:scale=" + "/".join(["0.02"] * 7 + ["20"]), "--agents", "8",
+           "--lr", "0.05", "--steps", "20", "--runs", "20000", "--substeps", "4",
+           "--no-progress"]
+
+
+def test_real_code_passes_the_unequal_agents_sign_case(tmp_path):
+    result = validate(UNEQUAL, tmp_path)
+    assert result["verdict"] == "pass"
+    assert result["spread"]["judged_records"] >= 10
+
+
+def test_sign_diffusion_averaged_in_the_wrong_order_fails_validate(monkeypatch, caught,
+                                                                   tmp_path):
+    mutants.sign_diffusion_averaged_after_squaring(monkeypatch)
+    caught(validate(UNEQUAL, tmp_path)["verdict"])

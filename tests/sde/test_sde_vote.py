@@ -82,8 +82,8 @@ def test_vote_is_stronger_than_the_mean_of_signs():
 
 
 def test_stateful_and_sampled_vote_models_are_refused():
-    with pytest.raises(ValueError, match="momenta"):
-        simulate_sde("signum:beta=0.9", "quadratic:d=2", "gaussian", lr=0.1, steps=2, agents=2)
+    with pytest.raises(ValueError, match="no SDE for ef-signsgd"):
+        simulate_sde("ef-signsgd", "quadratic:d=2", "gaussian", lr=0.1, steps=2, agents=2)
     problem = Problem("dsignsgd:vote=majority", "quadratic:d=2", "gaussian", lr=0.1, agents=3)
     with pytest.raises(ValueError, match="monte-carlo"):
         message_moments(problem, "monte-carlo")

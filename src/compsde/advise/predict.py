@@ -49,6 +49,7 @@ from ..diagnose.measure import NoiseMeasurement
 from ..scaling import dcsgd_from_dsgd
 from ..theory import ell, stability_limit
 from . import network
+from .beyond import OtherMethod, other_methods
 from .codec_time import codec_seconds as measure_codec
 
 CLOSE_CALL = 1.15     # a runner-up within 15 % of the best score is reported as a close call
@@ -131,6 +132,7 @@ class Advice:
     recommendation: dict[str, Any] | None
     warnings: list[str]
     assumptions: tuple[str, ...] = ASSUMPTIONS
+    others: list[OtherMethod] = field(default_factory=list)   # beyond the paper, not ranked
 
     def by_spec(self, spec: str) -> Prediction:
         for p in self.predictions:
@@ -147,6 +149,7 @@ class Advice:
             "predictions": [p.to_dict() for p in self.predictions],
             "reference": self.reference, "recommendation": self.recommendation,
             "warnings": self.warnings, "assumptions": list(self.assumptions),
+            "others": [o.to_dict() for o in self.others],
         }
 
 
@@ -277,8 +280,10 @@ def advise(measurement: NoiseMeasurement, *, lr: float, agents: int, batch: int 
                         f"agents (its mean of signs falls as 1/N) or a smaller lr")
     reference, recommendation = _recommend(preds, lr, batch, agents, L, bandwidth, compute,
                                            warnings, m.gamma)
+    others = other_methods(m.d, agents, lr_sign, s1, None if math.isinf(nu) else nu,
+                           bandwidth, latency)
     return Advice(m, lr, batch, agents, bandwidth, latency, L, compute, preds, reference,
-                  recommendation, warnings)
+                  recommendation, warnings, others=others)
 
 
 def _sign_drift(m: NoiseMeasurement, lr_ratio: float) -> float | None:

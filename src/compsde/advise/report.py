@@ -13,6 +13,7 @@ from scipy import stats
 
 from ..io import save_figure, write_json
 from ..plotting import spans_decades
+from .beyond import other_table_lines
 from .predict import Advice, Prediction
 
 
@@ -130,6 +131,7 @@ def table(advice: Advice) -> str:
     else:
         out.append(f"recommendation: {rec['spec']} with lr {_g(rec['lr'], 4)}, batch "
                    f"{rec['batch']}, agents {rec['agents']} — {rec['why']}")
+    out += other_table_lines(advice.others)
     out += [f"warning: {w}" for w in advice.warnings]
     out += [f"assumption: {a}" for a in advice.assumptions]
     return "\n".join(out)

@@ -213,7 +213,9 @@ def problem_options(default_out: str) -> Callable[[Callable[..., Any]], Callable
 def _add_problem_options(func: Callable[..., Any], default_out: str) -> Callable[..., Any]:
     options = [
         click.option("--method", default="dsgd", show_default=True,
-                     help="dsgd | dsignsgd | dcsgd:<compressor>, e.g. dcsgd:randk:ratio=0.1"),
+                     help="dsgd | dsignsgd[:vote=majority] | dcsgd:<compressor>, e.g. "
+                          "dcsgd:randk:ratio=0.1 | signum:beta=B[,vote=majority] | scaledsign | "
+                          "ef21:<compressor>, e.g. ef21:topk:ratio=0.1 | ef-signsgd"),
         click.option("--landscape", default="quadratic:d=5", show_default=True,
                      help="quadratic:d=D[,eig=A:B] | rosenbrock[:d=D] | saddle[:d=D]"),
         click.option("--noise", default="gaussian:scale=1", show_default=True,

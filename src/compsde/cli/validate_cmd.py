@@ -13,7 +13,8 @@ from ..io import save_figure, versions, write_json
 from ..limits import check_duration, least_seconds
 from ..noise import BATCH_NOISE
 from ..simulation import simulate
-from ..validate import Z_DEFAULT, lr_sweep, validate
+from ..validate import Z_DEFAULT, lr_sweep, momentum_rate_of, validate
+from ..validate_exact import exact_model, exact_reference
 from ..verdicts import summary
 from .common import (
     check_run_time,
@@ -58,7 +59,8 @@ def _parse_lrs(text: str, lr: float) -> list[float]:
               help="SDE time T = k·lr of the weak-error sweep (default: steps × lr)")
 @click.option("--substeps", type=int, default=None,
               help="Euler–Maruyama steps per iteration (dt = lr/substeps); default 1, and 8 "
-                   "in the sweep so the integrator's own error stays small")
+                   "in the sweep so the integrator's own error stays small (signum: default "
+                   "8, at least 4; its sweep holds c = (1 − beta)/lr fixed)")
 @click.option("--z", type=float, default=Z_DEFAULT, show_default=True,
               help="tolerance of the mean-curve comparison, in standard errors of the gap")
 @click.option("--moments", default="auto", show_default=True,
@@ -89,6 +91,14 @@ def validate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
     common = dict(agents=agents, batch=batch, seed=seed, x0=parse_x0(x0), dtype=dtype,
                   device=device, lr_schedule=lr_schedule, progress=progress,
                   executor=parse_executor(executor, jobs))
+    if exact_reference(method) is not None:  # EF21: exact moments, no SDE (THEORY.md §8b)
+        for flag, given in (("--lr-sweep", lrs is not None), ("--substeps", substeps),
+                            ("--stability", stability), ("--moments", moments != "auto"),
+                            ("--horizon", horizon is not None)):
+            if given:
+                raise ValueError(f"{flag} applies to an SDE; {method} is judged against its "
+                                 f"exact discrete moments (THEORY.md §8b)")
+        exact_model(method, landscape, noise, lr=lr, **common)
     prepare_out(out, files=["result.json", "loss.png"] if plot else ["result.json"])
 
     def probe(k: int) -> None:  # the algorithm's first k steps: the cost of one step
@@ -98,7 +108,8 @@ def validate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
     check_run_time(flag, value, total, runs * max(agents, 1), allow=allow_long,
                    probe=probe, workers=local_workers(common["executor"]))
     check = validate(method, landscape, noise, lr=lr, steps=steps, runs=runs, z=z,
-                     dt=lr / (substeps or 1), stability=stability, moments=moments,
+                     dt=lr / substeps if substeps else None, stability=stability,
+                     moments=moments,
                      batch_noise=batch_noise,
                      record_every=default_record_every(steps, record_every), **common)
     result_sweep = None
@@ -106,13 +117,15 @@ def validate_command(method: str, landscape: str, noise: str, lr: float, lr_sche
         result_sweep = lr_sweep(method, landscape, noise, lrs=lrs,
                                 horizon=horizon if horizon is not None else steps * lr,
                                 runs=runs, substeps=substeps or 8, stability=stability,
-                                moments=moments, batch_noise=batch_noise, **common)
+                                moments=moments, batch_noise=batch_noise,
+                                momentum_rate=momentum_rate_of(method, lr), **common)
         check.first_order, check.first_order_source = result_sweep.first_order_budget(lr)
     payload = check.to_dict()
     s = check.stats
     click.echo(f"{method} on {landscape}, noise {noise}, lr={lr}, {runs} runs each: "
                f"final mean loss algorithm {check.algorithm.loss_mean[-1]:.4g} ± "
-               f"{1.96 * check.algorithm.loss_se[-1]:.2g}, SDE {check.sde.loss_mean[-1]:.4g} ± "
+               f"{1.96 * check.algorithm.loss_se[-1]:.2g}, {check.reference_label} "
+               f"{check.sde.loss_mean[-1]:.4g} ± "
                f"{1.96 * check.sde.loss_se[-1]:.2g} (95 % CI)")
     click.echo(f"largest gap {s['max_z']:.2f} standard errors at step {s['max_z_step']}; "
                f"largest relative gap {s['max_relative_gap']:.2%}; first-order budget "
@@ -173,12 +186,14 @@ def _plot(check, sweep, path: Path) -> Path:  # type: ignore[no-untyped-def]
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.5), squeeze=False)
     ax = axes[0, 0]
     for name, res, color in (("algorithm", check.algorithm, "black"),
-                             ("SDE", check.sde, "tab:red")):
-        ax.plot(res.time, res.loss_mean, color=color, label=f"{name} (mean of {res.runs})")
+                             (check.reference_label, check.sde, "tab:red")):
+        runs = f" (mean of {res.runs})" if res.runs > 1 else ""
+        ax.plot(res.time, res.loss_mean, color=color, label=f"{name}{runs}")
         ax.fill_between(res.time, res.loss_mean - 1.96 * res.loss_se,
                         res.loss_mean + 1.96 * res.loss_se, color=color, alpha=0.2, lw=0)
     cfg = check.algorithm.config
-    ax.set_title(f"{cfg['method']} vs its SDE on {cfg['landscape']}, noise {cfg['noise']}\n"
+    ax.set_title(f"{cfg['method']} vs its {check.reference_label} on {cfg['landscape']}, "
+                 f"noise {cfg['noise']}\n"
                  f"lr={cfg['lr']:g}, N={cfg['agents']}, {check.algorithm.runs} runs — verdict "
                  f"{check.verdict.upper()}", fontsize=9)
     ax.set_xlabel("time t = k·lr")
@@ -188,7 +203,8 @@ def _plot(check, sweep, path: Path) -> Path:  # type: ignore[no-untyped-def]
     ax = axes[0, 1]
     t = check.algorithm.time
     z = check.stats["z"]
-    ax.plot(t[1:], check.stats["gap"][1:], color="black", label="|mean algorithm − mean SDE|")
+    ax.plot(t[1:], check.stats["gap"][1:], color="black",
+            label=f"|mean algorithm − {check.reference_label}|")
     ax.plot(t[1:], check.tolerance_curve[1:], color="tab:red",
             label=f"tolerance {z:g}·se + first-order budget")
     if check.first_order:
@@ -216,10 +232,12 @@ def _plot(check, sweep, path: Path) -> Path:  # type: ignore[no-untyped-def]
                      fontsize=9)
         ax.set_yscale("symlog", linthresh=max(1e-12, float(np.nanmax(
             spread["spread_algorithm"])) * 1e-4))
+        ax.legend(fontsize=8)
+    else:
+        ax.set_title("spread not judged: the exact moments give the mean loss only", fontsize=9)
     ax.set_xlabel("time t = k·lr")
     ax.set_ylabel("std of the loss across runs")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     if sweep is not None:
         ax = axes[0, 3]
         ok = sweep.resolved

@@ -102,6 +102,19 @@ class Compressor(ABC):
         check_int("d", d, minimum=1)
         return None
 
+    @property
+    def contractive(self) -> bool:
+        """Whether :meth:`contraction` has an α: unbiased compressors (as ``C/(1 + ω)``) and
+        the biased ones that state their α."""
+        return self.unbiased or type(self).contraction is not Compressor.contraction
+
+    def contraction(self, d: int) -> float | None:
+        """α of the compressor error feedback applies, ``E‖C'(x) − x‖² ≤ (1 − α)‖x‖²``
+        (THEORY.md §8b): an unbiased ``C`` is used as ``C' = C/(1 + ω)``, α = 1/(1 + ω);
+        biased compressors state their own α; None when ``C`` is not contractive."""
+        omega = self.omega(d)
+        return None if omega is None else 1.0 / (1.0 + float(omega))
+
     # -- moments --------------------------------------------------------------------------
     def covariance_diag_rank_one(self, g: Tensor) -> tuple[Tensor, Tensor]:
         """``Φ(g) = Cov_ξ[C(g)] = Diag(D) + c · g gᵀ``; returns ``(D, c)`` (THEORY.md §1).

@@ -76,3 +76,7 @@ class ScaledSign(Compressor):
 
     def wire_bits(self, d: int, dtype: torch.dtype = torch.float32) -> int:
         return 32 + 8 * packed_nbytes(check_int("d", d, minimum=1))
+
+    def contraction(self, d: int) -> float:
+        """α = 1/d: ‖C(x) − x‖² = ‖x‖² − ‖x‖₁²/d ≤ (1 − 1/d)‖x‖² (THEORY.md §8b)."""
+        return 1.0 / check_int("d", d, minimum=1)

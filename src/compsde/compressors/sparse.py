@@ -274,3 +274,7 @@ class TopK(_KOrRatio):
 
     def wire_bits(self, d: int, dtype: torch.dtype = torch.float32) -> int:
         return self.k_for(d) * (32 + dtype_bits(dtype))
+
+    def contraction(self, d: int) -> float:
+        """α = k/d: the d − k smallest entries carry at most (1 − k/d)‖x‖² (THEORY.md §8b)."""
+        return self.k_for(check_int("d", d, minimum=1)) / d

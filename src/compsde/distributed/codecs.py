@@ -20,6 +20,13 @@ the same collective and all ranks raise (or skip) together — no hang, no extra
 | SignInt8Codec | DSignSGD, many ranks | allreduce (uint8) | ``d + 1`` bytes |
 | SignScatterCodec | DSignSGD, N ≥ 5 | all-to-all + all-gather | ``≈(1 + b)·d/8N`` bytes |
 
+Methods beyond the paper take these codecs by their compressor (:func:`make_codec`):
+``scaledsign`` and ``ef-signsgd`` the GatherCodec of the scaled sign (float32 scale + packed
+signs, ``4 + ceil(d/8)`` bytes + 1), ``ef21:<compressor>`` the codec of its compressor (Top-k:
+GatherCodec of ``k`` int32 indices and values; Rand-k/Bernoulli: the sparse codecs; identity:
+MeanCodec). Error feedback needs each rank's own message exactly as the others decode it:
+:meth:`Codec.own_message` (for MeanCodec, :attr:`Codec.lossless`: the message is the input).
+
 Methods beyond the paper whose ranks send signs (THEORY.md §8) take the same sign codecs:
 Signum encodes the rank's momentum, and the majority vote decodes ``sign(2K − N)`` from the
 count ``K`` of non-negative signs (bits, int8) or, on the reduce-scatter, sends the shard's vote
@@ -73,6 +80,9 @@ class Codec(ABC):
     """Encode/decode for one bucket of ``d`` entries on ``world`` ranks (module docstring)."""
 
     collective: ClassVar[str]
+    # whether this rank's message is its input itself (no compression; error feedback then
+    # reads it before encode, which may consume the input)
+    lossless: ClassVar[bool] = False
 
     def __init__(self, d: int, world: int, dtype: torch.dtype, device: torch.device):
         self.d, self.world, self.dtype, self.device = d, world, dtype, device
@@ -92,6 +102,21 @@ class Codec(ABC):
 
         ``combined`` is the summed payload (allreduce) or the ``(world, m)`` gathered rows.
         """
+
+    def own_message(self, payload: Tensor, key: BucketKey) -> Tensor:
+        """This rank's message ``m = C(grad)`` from the ``payload`` :meth:`encode` just made,
+        as every rank reconstructs it (error feedback, THEORY.md §8b); a codec buffer, valid
+        until the next call."""
+        raise ValueError(f"{type(self).__name__} cannot give a rank's own message; error "
+                         f"feedback needs a compressor with an own-message decode (topk, "
+                         f"scaledsign, identity, randk, bernoulli, qsgd, natural)")
+
+    def own_buffer(self) -> Tensor:
+        """The ``(d,)`` buffer :meth:`own_message` writes into, reused across steps."""
+        buf = getattr(self, "_own", None)
+        if buf is None:
+            buf = self._own = torch.empty(self.d, dtype=self.dtype, device=self.device)
+        return buf
 
     def gather_buffer(self, size: int, dtype: torch.dtype) -> Tensor:
         """The ``(world, size)`` receive buffer of an all-gather, reused across steps."""
@@ -123,6 +148,7 @@ class MeanCodec(Codec):
     """DSGD: allreduce of ``g_i / N`` in place, like PyTorch's default allreduce hook."""
 
     collective = ALLREDUCE
+    lossless = True
 
     def encode(self, grad: Tensor, key: BucketKey, bad: bool) -> Tensor:
         return grad.div_(self.world)
@@ -187,6 +213,11 @@ class SharedSparseCodec(_Sparse):
         payload[-1] = 1.0 if bad else 0.0
         return payload
 
+    def own_message(self, payload: Tensor, key: BucketKey) -> Tensor:
+        """``(d/k)·v_S`` (Rand-k) or ``v_S/p`` as ``v_S·(1/p)`` (Bernoulli) on the shared S."""
+        own = self.own_buffer().zero_()
+        return own.index_copy_(0, self._index, payload[:-1] * self.scale)
+
     def decode(self, combined: Tensor, key: BucketKey, out: Tensor) -> int:
         index = self._index
         values = combined[:-1].mul_(self.scale / self.world)
@@ -221,6 +252,12 @@ class IndependentSparseCodec(_Sparse):
         self.gather_buffer(width + 1, self.dtype)
         return payload
 
+    def own_message(self, payload: Tensor, key: BucketKey) -> Tensor:
+        """The scaled kept values of this rank's own coordinates."""
+        mine = self._all_indices(key)[key.rank]
+        own = self.own_buffer().zero_()
+        return own.index_copy_(0, mine, payload[: mine.numel()] * self.scale)
+
     def decode(self, combined: Tensor, key: BucketKey, out: Tensor) -> int:
         out.zero_()
         for rank, index in enumerate(self._all_indices(key)):
@@ -230,9 +267,10 @@ class IndependentSparseCodec(_Sparse):
 
 
 class GatherCodec(Codec):
-    """DCSGD with a quantiser (QSGD, natural): all-gather every rank's encoding (fixed size,
-    ``wire_bits(d)/8`` bytes) plus a status byte; each rank decodes the N messages and
-    averages. Rounding randomness is private to each rank: ``(seed, step, bucket, rank)``."""
+    """DCSGD with a quantiser (QSGD, natural), scaled sign, and EF21's Top-k: all-gather every
+    rank's encoding (fixed size, ``wire_bits(d)/8`` bytes) plus a status byte; each rank
+    decodes the N messages and averages. Rounding randomness is private to each rank:
+    ``(seed, step, bucket, rank)``."""
 
     collective = ALL_GATHER
 
@@ -242,7 +280,7 @@ class GatherCodec(Codec):
         bits = compressor.wire_bits(d, dtype)
         if compressor.payload_dtype != torch.uint8 or bits % 8:
             raise ValueError(f"compressor {compressor.spec} has no fixed-size byte encoding; "
-                             f"use randk, bernoulli, qsgd or natural")
+                             f"use randk, bernoulli, qsgd, natural, scaledsign or topk")
         self.compressor, self.m = compressor, bits // 8
         self._payload = torch.empty(self.m + 1, dtype=torch.uint8, device=device)
         self._scratch = torch.empty(d, dtype=dtype, device=device)
@@ -254,6 +292,11 @@ class GatherCodec(Codec):
         self._payload[: self.m].copy_(message.payload)
         self._payload[self.m] = 1 if bad else 0
         return self._payload
+
+    def own_message(self, payload: Tensor, key: BucketKey) -> Tensor:
+        """The decode of this rank's bytes, the operation :meth:`decode` applies to its row."""
+        message = WireMessage(payload[: self.m].clone(), self.d, self.dtype)
+        return self.compressor.decode(message, out=self.own_buffer())
 
     def decode(self, combined: Tensor, key: BucketKey, out: Tensor) -> int:
         for rank in range(self.world):
@@ -270,9 +313,11 @@ def make_codec(method_name: str, compressor: Compressor, *, d: int, world: int,
                dtype: torch.dtype, device: torch.device, bucket: int, sign_wire: str,
                randomness: str, vote: bool = False,
                auto_wires: tuple[str, ...] = AUTO_SIGN_WIRES) -> Codec:
-    """The codec of ``method_name`` (dsgd, dcsgd, dsignsgd) for one bucket; every method
+    """The codec of ``method_name`` for one bucket, chosen by ``compressor``: every method
     whose ranks send signs (``compressor`` sign: DSignSGD, Signum) takes the sign wires, with
-    the server's majority vote in place of the mean when ``vote`` (THEORY.md §8)."""
+    the server's majority vote in place of the mean when ``vote`` (THEORY.md §8); identity the
+    mean allreduce; Rand-k/Bernoulli the sparse codecs; the rest (QSGD, natural, scaled sign,
+    Top-k) the all-gather of their encodings (module docstring)."""
     if method_name == "dsignsgd" or compressor.name == "sign":
         from .sign_codecs import SignBitsCodec, SignDigitsCodec, SignInt8Codec, SignScatterCodec
 

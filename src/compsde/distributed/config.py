@@ -88,7 +88,12 @@ class TrainConfig:
         """Flags that contradict each other, refused before any process group forms."""
         from .. import methods
 
-        signs = methods.make(self.method).compressor.name == "sign"   # DSignSGD, Signum
+        method = methods.make(self.method)
+        signs = method.compressor.name == "sign"   # DSignSGD, Signum
+        if method.stateful and self.on_nonfinite == "skip":
+            raise ValueError(f"on_nonfinite 'skip' is not supported by {method.spec}: a "
+                             f"non-finite gradient would stay in its per-rank state after the "
+                             f"skipped step; use --on-nonfinite raise")
         if self.sign_wire != "auto" and not signs:
             raise ValueError(f"sign_wire {self.sign_wire!r} is DSignSGD's wire; method "
                              f"{self.method} has no sign wire (leave --sign-wire at auto)")

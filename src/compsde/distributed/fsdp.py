@@ -14,6 +14,12 @@ After ``backward()`` each rank's sharded ``.grad`` holds its shard of ``mean_i m
   all-gather of the encodings), of which the rank keeps its shard;
 - DSignSGD: the first half of the sign reduce-scatter (:class:`.codecs.SignScatterCodec`):
   an all-to-all of packed signs, then the rank counts its shard — no all-gather.
+- scaled sign, EF-signSGD and EF21 (THEORY.md §8b): the codec of their compressor on the
+  rank's whole padded flat gradient of the unit, like DCSGD (scaled sign: an all-gather of
+  float32 scale + packed signs, the scale ``‖p‖₁/d`` taken over the unit's padded flat
+  gradient), of which the rank keeps its shard. Their state buffers (EF21: ``h`` and ``ĥ``;
+  EF-signSGD: ``e``) are the size of the unit's padded flat gradient, per rank: register
+  refuses (ValueError naming the bytes) when the device's available memory cannot hold them.
 
 FSDP calls the reduce-scatter synchronously and in the same order on every rank; each call
 issues its collectives and waits for them in order, so nothing waits in a callback. On one
@@ -27,6 +33,7 @@ several meshes.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -145,7 +152,8 @@ class MethodReduceScatter(ReduceScatter):
         codec = state.codec(self.unit, input_tensor)
         if state.signs:                   # DSignSGD, its vote, Signum: the sign reduce-scatter
             self._sign_shard(codec, input_tensor, output_tensor, key, group)
-        elif codec.collective == ALLREDUCE and not codec.checks_locally:      # DSGD
+        elif (codec.collective == ALLREDUCE and not codec.checks_locally
+              and state.method.feedback is None):                          # DSGD
             self._mean(codec, input_tensor, output_tensor, key, group)
         else:
             self._full_then_shard(codec, input_tensor, output_tensor, key, group)
@@ -228,7 +236,7 @@ class _ShardView(Codec):
 
 
 def _check_dtype(state: Protocol, dtype: torch.dtype, setting: str = "reduce_dtype") -> None:
-    quantiser = state.method.name == "dcsgd" and state.compressor.name in ("qsgd", "natural")
+    quantiser = state.compressor.name in ("qsgd", "natural")       # dcsgd or ef21
     allowed = _QUANTISER_FLOATS if quantiser else _FLOATS
     if dtype not in allowed:
         raise ValueError(f"{setting} {dtype} is not supported by {state.method_spec}; use "
@@ -268,6 +276,54 @@ def check_units(model: nn.Module, units: list[Unit], state: Protocol) -> None:
     for unit in units:
         dtype, setting = _reduce_dtype(unit)
         _check_dtype(state, dtype, setting)
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes that can still be allocated on ``device``: CUDA's free memory
+    (``torch.cuda.mem_get_info``), else the system's available memory (``MemAvailable`` of
+    /proc/meminfo, or free pages × page size)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def state_buffer_bytes(units: list[Unit], state: Protocol, shards: int = 1) -> int:
+    """Bytes of the state buffers ``state.method`` keeps on this rank for ``units``: per
+    trainable unit ``state_buffers`` × its padded flat gradient (the reduce-scatter input,
+    every shard's rows) ÷ ``shards`` (HSDP: a rank holds its shard), in the reduce dtype."""
+    total = 0
+    for unit in units:
+        if not unit.trainable:
+            continue
+        dtype, _ = _reduce_dtype(unit)
+        sizes = sum(p.padded_sharded_param_size.numel() for p in unit.group.fsdp_params
+                    if p.sharded_param.requires_grad)
+        world = dist.get_world_size(unit.group.mesh_info.shard_process_group)
+        total += sizes * world // shards * torch.empty((), dtype=dtype).element_size()
+    return total * state.method.state_buffers
+
+
+def check_state_memory(units: list[Unit], state: Protocol, shards: int = 1) -> int:
+    """``ValueError`` before any step when the device cannot hold the method's state buffers
+    (:func:`state_buffer_bytes` against :func:`available_memory`); returns the bytes needed."""
+    needed = state_buffer_bytes(units, state, shards)
+    if not needed:
+        return 0
+    device = units[0].group.device
+    free = available_memory(device)
+    if needed > free:
+        raise ValueError(f"method {state.method_spec} keeps {state.method.state_buffers} "
+                         f"gradient-sized buffer(s) per rank ({', '.join(state.buffer_names)}): "
+                         f"{needed} bytes on {device}, but only {free} bytes are available; "
+                         f"use a stateless method (e.g. dsignsgd, scaledsign) or free memory")
+    return needed
 
 
 def model_units(model: nn.Module) -> list[Unit]:
@@ -317,6 +373,7 @@ def register_fsdp(model: FSDPModule, method: Method | str | FSDPState, seed: int
     else:
         state = FSDPState(method, seed, group, sign_wire="scatter", **options)
     check_units(model, units, state)
+    check_state_memory(units, state)
     state.tracker.bind(units)
     for unit in units:
         unit.module.set_force_sum_reduction_for_comms(True)

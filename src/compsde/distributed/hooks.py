@@ -10,7 +10,10 @@ parameter, so a plain ``torch.optim.SGD(lr=η)`` step performs ``x ← x − η 
 - DSignSGD ``m_i = sign(g_i)`` with the server *mean* of the signs (not majority vote).
 - beyond the paper (THEORY.md §8): ``dsignsgd:vote=majority`` (the server's vote
   ``sign(Σ_i sign g_i)``) and ``signum:beta=B[,vote=majority]`` (each rank sends the sign of its
-  momentum, kept in the state and checkpointed with it).
+  momentum, kept in the state and checkpointed with it), ``scaledsign`` (the mean of the
+  ranks' scaled signs, scale ``‖g‖₁/d`` per bucket), ``ef-signsgd`` and ``ef21:<compressor>``
+  (error feedback, §8b: each rank's error or ``h``/``ĥ`` buffers kept in the state, per bucket,
+  following the parameters across bucket rebuilds, checkpointed with it).
 
 Each hook call issues its collectives from the hook body and decodes in a ``.then()``
 callback that never waits on anything (PyTorch's PowerSGD hook waits inside ``.then()`` and

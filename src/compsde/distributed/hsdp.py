@@ -16,6 +16,10 @@ replaces the second by the method, applied to each shard:
   its counts as base-(R+1) digits where that is shorter than bit planes: R = 4 moves 0.052 of
   fp32's bytes instead of 1/16).
 
+- scaled sign, EF-signSGD, EF21 (THEORY.md §8b): the codec of their compressor on each
+  node-mean shard, the state buffers (EF-signSGD's error, EF21's ``h`` and ``ĥ``) one per
+  shard and replica, the scaled sign's ``‖p‖₁/d`` taken over the shard.
+
 So in the theory and the advisor an agent is a node: ``N = R`` agents, each with the batch
 ``S·B`` of its ranks. The message of unit ``u`` on shard ``s`` is keyed ``(seed, step,
 u·S + s, r)``: the replicas of one shard share Rand-k's coordinates; shards draw independently.
@@ -42,7 +46,13 @@ from torch import Tensor, nn
 from ..methods import Method
 from .codecs import BucketKey
 from .collective import reduce_over
-from .fsdp import FSDPState, _check_dtype, check_units, reduce_scatter_bytes
+from .fsdp import (
+    FSDPState,
+    _check_dtype,
+    check_state_memory,
+    check_units,
+    reduce_scatter_bytes,
+)
 from .fsdp_units import Unit
 from .wire import AUTO_SIGN_WIRES
 
@@ -161,6 +171,7 @@ def register_hsdp(model: nn.Module, units: list[Unit], method: Method | str | HS
     else:
         state = HSDPState(method, seed, replicate, shards, dist.get_rank(shard), **options)
     check_units(model, units, state)
+    check_state_memory(units, state, shards)
     state.tracker.bind(units)
     solo = _solo_group()
     for unit in units:

@@ -6,9 +6,18 @@ of the wire, optional injected gradient noise (THEORY.md §1, ``g_i = ∇f + Z_i
 non-finite gradients, and exact byte counters. It never touches torch's global RNG: every draw
 comes from a generator keyed by ``(seed, step, bucket[, rank])`` (:mod:`.wire`).
 
-A ``stateful`` method (Signum) keeps each rank's momentum ``m ← βm + (1 − β)g`` of every
-bucket here (one gradient-sized buffer per rank, :attr:`Protocol.state_bytes`), encodes ``m``
-instead of ``g``, and checkpoints it with the rest (THEORY.md §8 "Beyond the paper").
+A ``stateful`` method keeps per-rank state buffers of every bucket here, chosen by its
+capabilities (:func:`buffer_names`), carried parameter by parameter across DDP bucket rebuilds
+and checkpointed with the rest (:attr:`Protocol.state_bytes` counts them; THEORY.md §8, §8b):
+
+- Signum (``feedback`` None): the momentum ``m ← βm + (1 − β)g``; the rank encodes ``m``.
+- EF-signSGD (``feedback`` "error"): the error ``e``; the rank encodes ``p = g + e`` with the
+  scaled sign (scale ``‖p‖₁/d`` of the bucket) and keeps ``e ← p − Δ``, ``Δ`` its own message
+  as every rank decodes it; the decoded result is ``mean_i Δ_i``.
+- EF21 (``feedback`` "ef21"): ``h`` and the copy ``ĥ`` of the server's ``mean_i h_i``; the rank
+  encodes ``v = g − h`` with the compressor, ``c = C'(v)`` (``C/(1 + ω(d))`` when unbiased, d
+  the bucket's size), keeps ``h ← h + c`` from its own message as decoded, ``ĥ ← ĥ + mean_i c_i``
+  from the collective, and the decoded result is ``ĥ``.
 """
 
 from __future__ import annotations
@@ -59,6 +68,33 @@ def resolve_method(method: Method | str) -> Method:
     return method
 
 
+FEEDBACKS = (None, "error", "ef21")
+
+
+def buffer_names(method: Method) -> tuple[str, ...]:
+    """The per-rank state buffers ``method`` keeps in distributed training, read from its
+    capabilities (``feedback``, ``stateful``, ``state_buffers``): Signum's momentum, EF-signSGD's
+    error, EF21's ``h`` and ``ĥ = mean_i h_i`` (module docstring); ``()`` when stateless."""
+    if method.feedback == "error":
+        names: tuple[str, ...] = ("error",)
+    elif method.feedback == "ef21":
+        names = ("ef21_h", "ef21_mean")
+    elif method.feedback is not None:
+        raise ValueError(f"method {method.spec} has feedback {method.feedback!r}; distributed "
+                         f"training supports feedback {', '.join(map(str, FEEDBACKS))}")
+    elif not method.stateful:
+        names = ()
+    elif getattr(method, "beta", None) is not None:
+        names = ("momentum",)
+    else:
+        raise ValueError(f"method {method.spec} keeps a state distributed training does not "
+                         f"know (a momentum with beta, or feedback 'error'/'ef21')")
+    if len(names) != method.state_buffers:
+        raise ValueError(f"method {method.spec} declares state_buffers={method.state_buffers} "
+                         f"but its feedback {method.feedback!r} keeps {len(names)}")
+    return names
+
+
 def rank_noise(law: NoiseLaw | str | None, rank: int, world: int) -> NoiseLaw | None:
     """The noise law of ``rank``: a scalar scale, or the rank's entry of a per-agent scale."""
     if law is None:
@@ -106,10 +142,12 @@ class Protocol:
         self.randomness = check_choice("randomness", randomness, RANDOMNESS)
         self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, ON_NONFINITE)
         self.method.check_agents(self.world)       # a majority vote needs N >= 2
+        self.buffer_names = buffer_names(self.method)
         if self.method.stateful and self.on_nonfinite == "skip":
             raise ValueError(f"on_nonfinite 'skip' is not supported by {self.method.spec}: a "
-                             f"non-finite gradient would stay in its momentum after the "
-                             f"skipped step; use on_nonfinite='raise'")
+                             f"non-finite gradient would stay in its state "
+                             f"({', '.join(self.buffer_names)}) after the skipped step; use "
+                             f"on_nonfinite='raise'")
         if self.method.server == "vote" and sign_wire == "digits":
             raise ValueError("sign_wire 'digits' carries counts; the majority vote of "
                              f"{self.method.spec} sends 1 or 2 bits on sign_wire 'scatter'")
@@ -131,10 +169,13 @@ class Protocol:
         self.skipped = False
         self.skipped_steps: list[int] = []
         self._codecs: dict[int, Codec] = {}
-        # stateful methods: (bucket, rank) -> (layout, momentum); layout as in set_layout
-        self.momentum: dict[tuple[int, int], tuple[tuple | None, Tensor]] = {}
+        # stateful methods: buffer name -> (bucket, rank) -> (layout, buffer); layout as in
+        # set_layout; retired: pre-rebuild buffers (rank, layout, buffer) still to carry over
+        self.buffers: dict[str, dict[tuple[int, int], tuple[tuple | None, Tensor]]] = {
+            name: {} for name in self.buffer_names}
         self._layouts: dict[int, tuple[tuple[str, int], ...]] = {}
-        self._retired: list[tuple[int, tuple | None, Tensor]] = []
+        self._retired: dict[str, list[tuple[int, tuple | None, Tensor]]] = {
+            name: [] for name in self.buffer_names}
 
     auto_sign_wires = AUTO_SIGN_WIRES      # what sign_wire="auto" chooses among
 
@@ -154,10 +195,18 @@ class Protocol:
         return self.method.compressor.name == "sign"
 
     @property
+    def momentum(self) -> dict[tuple[int, int], tuple[tuple | None, Tensor]]:
+        """Signum's momenta, ``(bucket, rank) -> (layout, m)`` (empty for other methods)."""
+        return self.buffers.get("momentum", {})
+
+    @property
     def state_bytes(self) -> int:
-        """Bytes of the method's per-rank state held here (Signum: its momentum, one buffer
-        the size of the gradients per rank; 0 for stateless methods)."""
-        return sum(m.numel() * m.element_size() for _, m in self.momentum.values())
+        """Bytes of the method's per-rank state held here: ``state_buffers`` buffers the size
+        of the gradients per rank (Signum's momentum, EF-signSGD's error: 1; EF21's ``h`` and
+        ``ĥ``: 2 — an :class:`AgentSimulator` holds every agent's ``h`` and one ``ĥ``); 0 for
+        stateless methods."""
+        return sum(m.numel() * m.element_size() for held in self.buffers.values()
+                   for _, m in held.values())
 
     def set_layout(self, bucket: int, layout: tuple[tuple[str, int], ...]) -> None:
         """``(name, numel)`` of the parameters of ``bucket`` in buffer order: a stateful
@@ -165,47 +214,53 @@ class Protocol:
         self._layouts[bucket] = tuple(layout)
 
     def momentum_for(self, key: BucketKey, grad: Tensor) -> Tensor:
-        """The momentum of rank ``key.rank`` for ``key.bucket`` (zeros on first use; carried
-        over parameter by parameter when the bucket's layout changed)."""
+        """Signum's momentum of rank ``key.rank`` for ``key.bucket`` (:meth:`buffer_for`)."""
+        return self.buffer_for("momentum", key, grad)
+
+    def buffer_for(self, name: str, key: BucketKey, grad: Tensor) -> Tensor:
+        """State buffer ``name`` of rank ``key.rank`` for ``key.bucket`` (zeros on first use;
+        carried over parameter by parameter when the bucket's layout changed)."""
+        held_by = self.buffers[name]
         index = (key.bucket, key.rank)
         layout = self._layouts.get(key.bucket)
         if layout is not None and sum(n for _, n in layout) != grad.numel():
             raise ValueError(f"bucket {key.bucket}'s layout holds "
                              f"{sum(n for _, n in layout)} entries but its gradient has "
                              f"{grad.numel()}")
-        held = self.momentum.get(index)
+        held = held_by.get(index)
         if held is not None and held[0] == layout and held[1].numel() == grad.numel():
             buf = held[1]
             if buf.dtype != grad.dtype or buf.device != grad.device:
                 buf = buf.to(dtype=grad.dtype, device=grad.device)
-                self.momentum[index] = (layout, buf)
+                held_by[index] = (layout, buf)
             return buf
         if held is not None and (layout is None or held[0] is None):
             raise ValueError(f"bucket {key.bucket} of {self.method.spec} changed size from "
                              f"{held[1].numel()} to {grad.numel()} entries without a layout "
-                             f"to carry its momentum over")
+                             f"to carry its {name} buffer over")
         buf = torch.zeros_like(grad)
+        retired = self._retired[name]
         if held is not None:
-            self._retired.append((key.rank, held[0], held[1]))   # pre-step values, read-only
-        sources = [(old, m) for where, (old, m) in self.momentum.items()
+            retired.append((key.rank, held[0], held[1]))   # pre-step values, read-only
+        sources = [(old, m) for where, (old, m) in held_by.items()
                    if where[1] == key.rank and where != index]
-        sources += [(old, m) for rank, old, m in self._retired if rank == key.rank]
+        sources += [(old, m) for rank, old, m in retired if rank == key.rank]
         pieces: dict[str, Tensor] = {}
         for old, tensor in reversed(sources):          # current buffers win over retired
             offset = 0
-            for name, size in old or ():
-                pieces[name] = tensor[offset:offset + size]
+            for pname, size in old or ():
+                pieces[pname] = tensor[offset:offset + size]
                 offset += size
         offset = 0
-        for name, size in layout or ():
-            if name in pieces and pieces[name].numel() == size:
-                buf[offset:offset + size].copy_(pieces[name])
+        for pname, size in layout or ():
+            if pname in pieces and pieces[pname].numel() == size:
+                buf[offset:offset + size].copy_(pieces[pname].to(buf.device, buf.dtype))
             offset += size
-        self.momentum[index] = (layout, buf)
-        covered = {name for where, (lay, _) in self.momentum.items()
-                   if where[1] == key.rank for name, _ in lay or ()}
-        self._retired = [r for r in self._retired
-                         if r[0] != key.rank or not {n for n, _ in r[1] or ()} <= covered]
+        held_by[index] = (layout, buf)
+        covered = {pname for where, (lay, _) in held_by.items()
+                   if where[1] == key.rank for pname, _ in lay or ()}
+        self._retired[name] = [r for r in retired
+                               if r[0] != key.rank or not {n for n, _ in r[1] or ()} <= covered]
         return buf
 
     def counters(self) -> dict[str, float]:
@@ -242,13 +297,47 @@ class Protocol:
                              device=grad.device).view_as(grad))
 
     def prepare(self, grad: Tensor, key: BucketKey, codec: Codec) -> Tensor:
-        """Noise, finiteness flag and encoding of one rank's bucket gradient (its payload)."""
+        """Noise, finiteness flag and encoding of one rank's bucket gradient (its payload);
+        a stateful method's buffers are updated here (module docstring). ``grad`` may be
+        consumed."""
         self.inject_noise(grad, key)
+        feedback = self.method.feedback
+        if feedback == "error":                # EF-signSGD: send Δ = C(g + e), keep p − Δ
+            corrected = self.buffer_for("error", key, grad).add_(grad)
+            with self._codec_timer():
+                payload = codec.encode_checked(corrected, key)
+                corrected.sub_(codec.own_message(payload, key))
+            return payload
+        if feedback == "ef21":                 # EF21: send C'(g − h), keep h + C'(g − h)
+            h = self.buffer_for("ef21_h", key, grad)
+            if key.rank == self.rank:          # ĥ is looked up again by finish
+                self.buffer_for("ef21_mean", key, grad)
+            diff = grad.sub_(h)
+            with self._codec_timer():
+                if codec.lossless:             # the message is diff itself (identity)
+                    h.add_(diff)
+                    return codec.encode_checked(diff, key)
+                payload = codec.encode_checked(diff, key)
+                own = codec.own_message(payload, key)
+                divisor = self._ef21_divisor(codec.d)
+                if divisor is not None:
+                    own.div_(divisor)
+                h.add_(own)
+            return payload
         if self.method.stateful:               # Signum: the rank sends sign(m), m its momentum
             beta = self.method.beta
             grad = self.momentum_for(key, grad).mul_(beta).add_(grad, alpha=1.0 - beta)
         with self._codec_timer():
             return codec.encode_checked(grad, key)
+
+    def _ef21_divisor(self, d: int) -> float | None:
+        """``1 + ω(d)`` of EF21's unbiased compressor on a bucket of ``d`` entries (None when
+        biased or ω = 0): ``C' = C/(1 + ω)``, as :meth:`~compsde.methods.EF21.contract`."""
+        compressor = self.compressor
+        if not compressor.unbiased:
+            return None
+        omega = float(compressor.omega(d))
+        return 1.0 + omega if omega else None
 
     def count_shard(self, codec: Codec, received: Tensor) -> Tensor:
         """The sign reduce-scatter's middle step (:meth:`.sign_codecs.SignScatterCodec.reduce`),
@@ -285,6 +374,12 @@ class Protocol:
             if not self.skipped_steps or self.skipped_steps[-1] != key.step:
                 self.skipped_steps.append(key.step)
             out.zero_()
+        elif self.method.feedback == "ef21":  # out = mean_i C(v_i): ĥ ← ĥ + mean_i c_i
+            divisor = self._ef21_divisor(codec.d)
+            if divisor is not None:
+                out.div_(divisor)
+            mean = self.buffers["ef21_mean"][(key.bucket, key.rank)][1]
+            out.copy_(mean.add_(out))
         return out
 
     def begin_step(self) -> None:
@@ -299,9 +394,9 @@ class Protocol:
     def __getstate__(self) -> dict[str, Any]:
         state = {name: copy.copy(getattr(self, name)) for name in self._PICKLED}
         state["method_spec"] = self.method.spec
-        if self.method.stateful:
-            state["momentum"] = [(bucket, rank, layout, m.detach().clone())
-                                 for (bucket, rank), (layout, m) in self.momentum.items()]
+        for name, held in self.buffers.items():     # Signum: "momentum" (as before)
+            state[name] = [(bucket, rank, layout, m.detach().clone())
+                           for (bucket, rank), (layout, m) in held.items()]
         return state
 
     def state_dict(self) -> dict[str, Any]:
@@ -327,10 +422,11 @@ class Protocol:
         self._restore_momentum(state)
 
     def _restore_momentum(self, state: dict[str, Any]) -> None:
-        """The momenta of a stateful method's checkpoint (absent: the method has none)."""
-        if self.method.stateful:
-            self.momentum = {(bucket, rank): (layout, m.clone())
-                             for bucket, rank, layout, m in state.get("momentum", [])}
+        """The state buffers of a stateful method's checkpoint (absent: it has none)."""
+        for name in self.buffer_names:
+            self.buffers[name] = {(bucket, rank): (layout, m.clone())
+                                  for bucket, rank, layout, m in state.get(name, [])}
+            self._retired[name] = []
 
     _MATCHED = ("sign_wire", "randomness", "on_nonfinite", "noise_spec")
 

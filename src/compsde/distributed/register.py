@@ -34,7 +34,9 @@ def register(model: nn.Module, method: Method | str | Protocol, seed: int = 0,
             theory is a node, ``N = R`` with batch ``S·B``), or what Lightning's Fabric or
             Accelerate hand out around one of these.
         method: ``"dsgd"``, ``"dsignsgd"``, ``"dcsgd:<compressor>"`` (randk, bernoulli, qsgd,
-            natural, identity), a :class:`~compsde.methods.Method`, or a saved state of the
+            natural, identity), a method beyond the paper (``"signum:beta=B"``,
+            ``"scaledsign"``, ``"ef21:<compressor>"``, ``"ef-signsgd"``; THEORY.md §8, §8b),
+            a :class:`~compsde.methods.Method`, or a saved state of the
             same kind to resume (then ``seed`` and the options are taken from it).
         seed: key of the shared randomness ``(seed, step, bucket)``; the same on all ranks.
         process_group: the model's own group is used; one given must hold the same ranks.

@@ -260,7 +260,9 @@ def _run_distributed(config: TrainConfig, data: Dataset, device: torch.device) -
                 opt.load_state_dict(ckpt["optimizer"])
             kind = {"ddp": HookState, "fsdp": fsdp.FSDPState, "hsdp": HSDPState}[config.parallel]
             saved = kind.__new__(kind)
-            saved.__setstate__(ckpt["hook"])
+            # each rank's own hook state (its buffers: Signum's momentum, EF's errors); older
+            # checkpoints hold rank 0's only
+            saved.__setstate__(ckpt["hooks"][rank] if "hooks" in ckpt else ckpt["hook"])
             state = register(ddp, saved)
         else:
             state = register(ddp, config.method, seed=config.seed, noise=config.noise,
@@ -301,11 +303,13 @@ def _run_distributed(config: TrainConfig, data: Dataset, device: torch.device) -
             with guard(done, config.timeout):
                 model_state, opt_state = (fsdp.full_state(model, opt) if sharded
                                           else (model.state_dict(), opt.state_dict()))
+                hooks: list[Any] = [None] * world      # every rank's buffers, not rank 0's
+                dist.all_gather_object(hooks, _cpu_state(state.__getstate__()))
             if rank == 0:
                 _checkpoint(Path(config.out), {
                     "step": done, "config": config.run_key(), "world": world,
                     "model": model_state, "optimizer": opt_state,
-                    "hook": state.__getstate__(), "history": history.state()})
+                    "hook": hooks[0], "hooks": hooks, "history": history.state()})
     bar.close()
     seconds = time.perf_counter() - began
     with guard(config.steps, config.timeout):
@@ -321,6 +325,17 @@ def _run_distributed(config: TrainConfig, data: Dataset, device: torch.device) -
     dist.barrier()
     dist.destroy_process_group()
     return summary
+
+
+def _cpu_state(state: Any) -> Any:
+    """``state`` with every tensor on the CPU (what a checkpoint keeps, whatever the device)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {k: _cpu_state(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_cpu_state(v) for v in state)
+    return state
 
 
 def _hsdp_mesh(config: TrainConfig, world: int, device: torch.device) -> Any:

@@ -1,5 +1,6 @@
 """``python -m compsde.distributed.train`` (also ``compsde train``): train a real model with
-DSGD, DCSGD or DSignSGD (THEORY.md §2).
+DSGD, DCSGD or DSignSGD (THEORY.md §2), or a method beyond the paper (§8, §8b: Signum, scaled
+sign, EF21, EF-signSGD).
 
 Launch with ``torchrun --nproc-per-node N -m compsde.distributed.train --model mlp --method
 dsignsgd ...``: each rank trains on its shard of an offline data set (:mod:`compsde.nn.data`),
@@ -76,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "synthetic[:n=2048,shape=1x28x28] | text[:path=FILE,tokens=word|char,"
                         "vocab=2000,context=32]")
     p.add_argument("--method", default=d.method,
-                   help="dsgd | dsignsgd | dcsgd:<compressor> (randk:ratio=R, bernoulli:p=P, "
-                        "qsgd:levels=S, natural)")
+                   help="dsgd | dsignsgd[:vote=majority] | dcsgd:<compressor> (randk:ratio=R, "
+                        "bernoulli:p=P, qsgd:levels=S, natural) | signum:beta=B | scaledsign | "
+                        "ef21:<compressor> (topk:ratio=R, scaledsign, or an unbiased one) | "
+                        "ef-signsgd")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate η")
     p.add_argument("--batch", type=int, default=d.batch, help="per-rank batch B")
     p.add_argument("--steps", type=int, default=d.steps, help="total steps k")

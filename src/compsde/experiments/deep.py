@@ -22,7 +22,14 @@ dominate the small-model regime of the quick presets, which is the regime the sc
 ``T_i ~ t_ν`` per coordinate (heavy-tailed for ν ≤ 2, §6) instead of Gaussian.
 
 The recorded *training loss* is the cross-entropy on a fixed subset of the training set
-(``eval_size`` examples) at the current parameters, every ``eval_every`` steps.
+(``eval_size`` examples) at the current parameters, every ``eval_every`` steps; with
+``test_size`` > 0 the *test accuracy* on the first ``test_size`` examples of the test split is
+recorded at the same steps.
+
+**Stateful methods** (``method.stateful``: Signum's momentum, EF-signSGD's error, EF21's h_i;
+THEORY.md §8a, §8b) keep one state of shape (agents, d) for the flat parameter vector, from
+``method.initial_state`` (zeros), carried across steps: ``θ ← θ − η · method.step(g, state)``.
+Stateless methods take ``θ ← θ − η · method.direction(g)`` as before.
 """
 
 from __future__ import annotations
@@ -70,7 +77,8 @@ class TrainSpec:
     averaging (0 keeps them); ``train_size`` is the size of the training subset (0 = all);
     ``noise`` is the injected per-sample gradient-noise scale σ and ``noise_nu`` its law
     (0: Gaussian, ν > 0: Student-t with ν degrees of freedom; module docstring);
-    ``sharpness_iters`` > 0 also estimates the top Hessian eigenvalue at the end of the run.
+    ``sharpness_iters`` > 0 also estimates the top Hessian eigenvalue at the end of the run;
+    ``test_size`` > 0 records the test accuracy on that many test examples at every record.
     """
 
     model: str
@@ -88,6 +96,7 @@ class TrainSpec:
     eval_every: int = 10
     sharpness_iters: int = 0
     noise_nu: float = 0.0
+    test_size: int = 0
 
     def __post_init__(self) -> None:
         check_float("lr", self.lr, low=0.0, low_open=True)
@@ -102,18 +111,17 @@ class TrainSpec:
         check_int("eval_every", self.eval_every, minimum=1)
         check_int("sharpness_iters", self.sharpness_iters, minimum=0)
         check_float("noise_nu", self.noise_nu, low=0.0)
+        check_int("test_size", self.test_size, minimum=0)
         method = methods.make(self.method)  # validates the method spec
         method.check_agents(self.agents)
-        if method.stateful:
-            raise ValueError(f"method {self.method} keeps a momentum per agent, which these "
-                             f"runs do not carry; train it with compsde train")
 
     def config(self) -> dict[str, Any]:
-        """The JSON config of the run, including the training-code version (``noise_nu`` only
-        when set, so configs of Gaussian runs keep their keys)."""
+        """The JSON config of the run, including the training-code version (``noise_nu`` and
+        ``test_size`` only when set, so configs of the runs without them keep their keys)."""
         fields = asdict(self)
-        if not self.noise_nu:
-            del fields["noise_nu"]
+        for optional in ("noise_nu", "test_size"):
+            if not fields[optional]:
+                del fields[optional]
         return {"kind": "train", "version": TRAIN_VERSION, **fields}
 
     @classmethod
@@ -183,6 +191,26 @@ def prepare_data(data: str, image_size: int, train_size: int, eval_size: int) ->
     return Prepared(x.contiguous(), y, torch.arange(min(eval_size, len(y))), dataset.classes)
 
 
+@lru_cache(maxsize=4)
+def prepare_test(data: str, image_size: int, train_size: int, test_size: int
+                 ) -> tuple[Tensor, Tensor]:
+    """The first ``test_size`` test examples, preprocessed as :func:`prepare_data` does the
+    training subset (standardised; downsampled ones with the downsampled subset's statistics)."""
+    dataset = load(data)
+    count = min(test_size, len(dataset.y_test))
+    x, y = next(dataset.test_batches(batch=count))
+    if image_size and image_size != x.shape[-1]:
+        n = len(dataset.y_train)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+        if train_size:
+            order = order[:min(train_size, n)]
+        pooled = F.adaptive_avg_pool2d(dataset.train_batch(order)[0], image_size)
+        mean = pooled.mean(dim=(0, 2, 3), keepdim=True)
+        std = pooled.std(dim=(0, 2, 3), keepdim=True)
+        x = (F.adaptive_avg_pool2d(x, image_size) - mean) / std
+    return x.contiguous(), y
+
+
 class FlatModel:
     """A model whose parameters live in one flat vector ``θ ∈ R^d`` (the d of THEORY.md §1)."""
 
@@ -237,6 +265,18 @@ class FlatModel:
             part = slice(start, start + chunk)
             total += float(self.loss(theta, x[part], y[part])) * len(y[part])
         return total / len(y)
+
+    @torch.no_grad()
+    def accuracy(self, theta: Tensor, x: Tensor, y: Tensor, chunk: int = 2048) -> float:
+        """Fraction of ``(x, y)`` whose largest logit is the label."""
+        views = torch.split(theta, self.sizes)
+        params = {n: v.view(s) for n, v, s in zip(self.names, views, self.shapes, strict=True)}
+        right = 0
+        for start in range(0, len(y), chunk):
+            part = slice(start, start + chunk)
+            logits = functional_call(self.module, (params, self.buffers), (x[part],))
+            right += int((logits.argmax(dim=-1) == y[part]).sum())
+        return right / len(y)
 
 
 def sharpness(flat: FlatModel, theta: Tensor, x: Tensor, y: Tensor, iters: int,
@@ -300,6 +340,7 @@ def train(spec: TrainSpec, *, device: str | torch.device = "cpu", progress: bool
     ``threads``: torch intra-op threads during the run (default :func:`default_threads`).
 
     Result keys: ``steps`` and ``loss`` (the recorded training loss; ``None`` after a
+    divergence), ``test_accuracy`` (with ``test_size``: at the same steps, ``None`` after a
     divergence), ``final_loss`` (mean of the last half of the records), ``diverged``,
     ``dimension`` (d), ``omega`` (ω of the method's compressor, None for sign), ``sharpness``
     (when asked), ``seconds``.
@@ -324,6 +365,11 @@ def _train(spec: TrainSpec, device: str | torch.device, progress: bool,
     theta = flat.theta0.clone()
     method = methods.make(spec.method)
     omega = method.omegas(spec.agents, flat.dim)
+    state = (method.initial_state((spec.agents, flat.dim), theta.dtype, device)
+             if method.stateful else None)
+    if spec.test_size:
+        x_test, y_test = (t.to(device) for t in prepare_test(
+            spec.data, spec.image_size, spec.train_size, spec.test_size))
     gen_data = torch.Generator(device).manual_seed(stream_seed(spec.seed, "data"))
     gen_noise = torch.Generator(device).manual_seed(stream_seed(spec.seed, "noise"))
     gen_comp = torch.Generator(device).manual_seed(stream_seed(spec.seed, "compress"))
@@ -340,6 +386,9 @@ def _train(spec: TrainSpec, device: str | torch.device, progress: bool,
     record_steps = sorted(set(range(0, spec.steps + 1, spec.eval_every)) | {spec.steps})
     losses: list[float | None] = [None] * len(record_steps)
     losses[0] = flat.eval_loss(theta, x_eval, y_eval)
+    accuracies: list[float | None] = [None] * len(record_steps)
+    if spec.test_size:
+        accuracies[0] = flat.accuracy(theta, x_test, y_test)
     diverged = not math.isfinite(losses[0])
     slot = 1
     bar = progress_bar(spec.steps, desc=f"{spec.method} B={spec.batch} N={spec.agents}",
@@ -353,13 +402,18 @@ def _train(spec: TrainSpec, device: str | torch.device, progress: bool,
             g.add_(heavy.sample(g.shape, gen_noise, dtype=g.dtype, device=device), alpha=scale)
         elif scale > 0:
             g.add_(torch.randn(g.shape, generator=gen_noise, device=device), alpha=scale)
-        theta.sub_(method.direction(g, gen_comp), alpha=spec.lr)
+        if state is None:
+            theta.sub_(method.direction(g, gen_comp), alpha=spec.lr)
+        else:
+            theta.sub_(method.step(g, state, gen_comp), alpha=spec.lr)
         if step == record_steps[slot]:
             value = flat.eval_loss(theta, x_eval, y_eval)
             if not math.isfinite(value) or value > DIVERGED_LOSS:
                 diverged = True
             else:
                 losses[slot] = value
+                if spec.test_size:
+                    accuracies[slot] = flat.accuracy(theta, x_test, y_test)
             slot += 1
         bar.update(1)
     bar.close()
@@ -371,6 +425,8 @@ def _train(spec: TrainSpec, device: str | torch.device, progress: bool,
         "dimension": flat.dim, "omega": None if omega is None else float(np.mean(omega)),
         "records": len(recorded),
     }
+    if spec.test_size:
+        result["test_accuracy"] = accuracies
     if spec.sharpness_iters and not diverged:
         gen = torch.Generator(device).manual_seed(stream_seed(spec.seed, "sharpness"))
         result["sharpness"] = sharpness(flat, theta, x_eval, y_eval, spec.sharpness_iters, gen)

@@ -23,7 +23,7 @@ from .cache import code_fingerprint, recomputing
 
 PRESETS = ("quick", "full")
 # Modules imported by load_all(); each registers its figures on import.
-FIGURE_MODULES = ("fig1", "fig2", "fig3", "fig4", "fig5", "lm")
+FIGURE_MODULES = ("fig1", "fig2", "fig3", "fig4", "fig5", "lm", "ef")
 
 
 @dataclass

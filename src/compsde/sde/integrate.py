@@ -204,7 +204,9 @@ def simulate_sde(
     mean state over live runs at each record as ``extra["x_mean"]`` (records, d). Paths are
     cut into chunks seeded from ``(seed, chunk)`` as in ``simulate``: the result is bitwise the
     same for every ``executor`` and ``memory_budget``; builders must be picklable for
-    ``processes:N`` (module-level classes such as :class:`FullModel`).
+    ``processes:N`` (module-level classes such as :class:`FullModel`). Signum integrates the
+    pair SDE of (x, m) of :mod:`compsde.sde.momentum` (THEORY.md §8a; ``dt`` default lr/8,
+    at most lr/4).
     """
     landscape = check_working_set(landscape, agents, dtype, memory_budget, 2)
     problem = Problem(method, landscape, noise, lr=lr, agents=agents, batch=batch, x0=x0,
@@ -217,8 +219,9 @@ def simulate_sde(
                             text=False)
     memory_budget = check_int("memory_budget", memory_budget, minimum=1, text=False)
     samples = check_int("samples", samples, minimum=2, text=False)
+    momentum = problem.method.name == "signum"   # the pair SDE of (x, m): sde/momentum.py
     if dt is None:
-        dt = problem.lr
+        dt = problem.lr / (8 if momentum else 1)
     dt = check_positive("dt", dt, text=False)
     if dt > problem.lr * (1 + 1e-12):
         raise ValueError(f"dt must be in (0, lr] = (0, {problem.lr:g}], got {dt:g}: the SDE "
@@ -229,22 +232,39 @@ def simulate_sde(
 
     chosen = resolve_executor(executor)
     problem.check_runs(runs)
-    builder = model if model is not None else default_builder(moments, samples, stability)
-    # one model on the driver: validates the pair and describes the model before any work
-    sde = builder(problem, chunk_generator(seed, 0, device, stream=1))
+    if momentum:
+        from . import momentum as pair
 
+        pair.check_momentum(problem, substeps, stability=stability, moments=moments,
+                            model=model)
+    builder = model if model is not None else default_builder(moments, samples, stability)
     d, n = problem.dim, problem.agents
     itemsize = torch.empty((), dtype=dtype).element_size()
-    per_point = getattr(sde.moments, "samples_per_evaluation", 1)
-    chunks = chunk_layout(runs, (n * per_point + 1) * d)
-    # per path: state, drift, covariance and normals (~8 d) plus the Monte-Carlo moments'
-    # noise draws, messages and centred factor (~4 per draw) where the model samples them
-    check_memory(chunks, (8 + 4 * n * per_point) * d * itemsize, memory_budget,
-                 f"the SDE of {problem.method.spec} on {problem.landscape.spec} with {n} "
-                 f"agent(s) in {str(dtype).removeprefix('torch.')}")
     marks = record_schedule(steps, record_every, runs=runs, limit=kept_limit())
-    job = SDEJob(problem, builder, steps, substeps, marks, threshold, seed, dtype, device,
-                 record_mean_x, progress, keep_device=isinstance(chosen, LocalExecutor))
+    job: ChunkJob
+    if momentum:
+        chunks = chunk_layout(runs, (n + 1) * d)
+        # per path: x, the momenta, their pull and the normals (~4 N d + 4 d)
+        check_memory(chunks, (4 * n + 4) * d * itemsize, memory_budget,
+                     f"the pair SDE of {problem.method.spec} on {problem.landscape.spec} with "
+                     f"{n} agent(s) in {str(dtype).removeprefix('torch.')}")
+        described = pair.describe(problem)
+        job = pair.MomentumJob(problem, steps, substeps, marks, threshold, seed, dtype, device,
+                               record_mean_x, progress,
+                               keep_device=isinstance(chosen, LocalExecutor))
+    else:
+        # one model on the driver: validates the pair and describes the model before any work
+        sde = builder(problem, chunk_generator(seed, 0, device, stream=1))
+        described = sde.describe()
+        per_point = getattr(sde.moments, "samples_per_evaluation", 1)
+        chunks = chunk_layout(runs, (n * per_point + 1) * d)
+        # per path: state, drift, covariance and normals (~8 d) plus the Monte-Carlo moments'
+        # noise draws, messages and centred factor (~4 per draw) where the model samples them
+        check_memory(chunks, (8 + 4 * n * per_point) * d * itemsize, memory_budget,
+                     f"the SDE of {problem.method.spec} on {problem.landscape.spec} with {n} "
+                     f"agent(s) in {str(dtype).removeprefix('torch.')}")
+        job = SDEJob(problem, builder, steps, substeps, marks, threshold, seed, dtype, device,
+                     record_mean_x, progress, keep_device=isinstance(chosen, LocalExecutor))
     started = _time.perf_counter()
     results = run_chunks(job, chunks, chosen, progress=progress,
                          desc=f"sde {problem.method.spec}")
@@ -256,7 +276,7 @@ def simulate_sde(
         "memory_budget": memory_budget, "device": str(device), "samples": samples,
         "executor": chosen.spec,
         "kind": "sde",
-        "dt": problem.lr / substeps, "substeps": substeps, **sde.describe(),
+        "dt": problem.lr / substeps, "substeps": substeps, **described,
     }
     extra: dict = {"seconds": _time.perf_counter() - started}
     if record_mean_x:

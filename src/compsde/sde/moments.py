@@ -34,11 +34,14 @@ QUADRATIC_COMPRESSORS = ("identity", "randk", "bernoulli")
 
 def no_sde_reason(problem: Problem) -> str | None:
     """Why ``problem`` has no SDE (None when it has one): DSGD/DCSGD need a noise covariance;
-    a stateful method (Signum's momenta) has none here (THEORY.md §8)."""
-    if problem.method.stateful:
-        return (f"no SDE for {problem.method.spec}: its state is (x, m_1..m_N), the agents' "
-                f"momenta, and the SDE layer models x alone; THEORY.md §8 says what is "
-                f"derived (simulate the algorithm with compsde simulate)")
+    a stateful method other than Signum (whose pair SDE is :mod:`compsde.sde.momentum`) has
+    none here (THEORY.md §8a, §8b)."""
+    if problem.method.stateful and problem.method.name != "signum":
+        return (f"no SDE for {problem.method.spec}: each agent keeps a buffer across steps "
+                f"(the state is x and the agents' buffers) and the message moments model x "
+                f"alone; EF21 with identity/randk/bernoulli on a diagonal quadratic is judged "
+                f"against its exact moments by compsde validate (THEORY.md §8b), else "
+                f"simulate the algorithm with compsde simulate")
     if problem.method.name in ("dsgd", "dcsgd") and not problem.noise.finite_variance:
         return (f"no SDE for {problem.method.spec} under {problem.noise.spec}: the covariance "
                 f"of the gradient noise does not exist (Student-t with nu <= 2 has infinite "
