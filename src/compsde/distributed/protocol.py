@@ -319,7 +319,7 @@ class Protocol:
                     return codec.encode_checked(diff, key)
                 payload = codec.encode_checked(diff, key)
                 own = codec.own_message(payload, key)
-                divisor = self._ef21_divisor(codec.d)
+                divisor = self.method.divisor(codec.d)
                 if divisor is not None:
                     own.div_(divisor)
                 h.add_(own)
@@ -329,15 +329,6 @@ class Protocol:
             grad = self.momentum_for(key, grad).mul_(beta).add_(grad, alpha=1.0 - beta)
         with self._codec_timer():
             return codec.encode_checked(grad, key)
-
-    def _ef21_divisor(self, d: int) -> float | None:
-        """``1 + ω(d)`` of EF21's unbiased compressor on a bucket of ``d`` entries (None when
-        biased or ω = 0): ``C' = C/(1 + ω)``, as :meth:`~compsde.methods.EF21.contract`."""
-        compressor = self.compressor
-        if not compressor.unbiased:
-            return None
-        omega = float(compressor.omega(d))
-        return 1.0 + omega if omega else None
 
     def count_shard(self, codec: Codec, received: Tensor) -> Tensor:
         """The sign reduce-scatter's middle step (:meth:`.sign_codecs.SignScatterCodec.reduce`),
@@ -375,7 +366,7 @@ class Protocol:
                 self.skipped_steps.append(key.step)
             out.zero_()
         elif self.method.feedback == "ef21":  # out = mean_i C(v_i): ĥ ← ĥ + mean_i c_i
-            divisor = self._ef21_divisor(codec.d)
+            divisor = self.method.divisor(codec.d)
             if divisor is not None:
                 out.div_(divisor)
             mean = self.buffers["ef21_mean"][(key.bucket, key.rank)][1]

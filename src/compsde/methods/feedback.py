@@ -44,14 +44,19 @@ class EF21(StatefulMethod):
     def spec(self) -> str:
         return f"ef21:{self.compressor.spec}"
 
+    def divisor(self, d: int) -> float | None:
+        """``1 + ω(d)`` that turns an unbiased C into ``C' = C/(1 + ω)`` on ``d`` entries; None
+        when C is biased or ω = 0 (C' = C)."""
+        if not self.compressor.unbiased:
+            return None
+        omega = float(self.compressor.omega(d))
+        return 1.0 + omega if omega else None
+
     def contract(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``C'(x)`` along the last dimension: C(x), divided by 1 + ω when C is unbiased."""
         out = self.compressor(x, generator)
-        if self.compressor.unbiased:
-            omega = float(self.compressor.omega(x.shape[-1]))
-            if omega:
-                out = out.div_(1.0 + omega)
-        return out
+        divisor = self.divisor(x.shape[-1])
+        return out if divisor is None else out.div_(divisor)
 
     def step(self, grads: Tensor, state: Tensor | None,
              generator: torch.Generator | None = None) -> Tensor:
