@@ -14,7 +14,7 @@ import mutants
 
 from compsde.cli import main
 from compsde.experiments import fig1
-from compsde.validate import lr_sweep
+from compsde.validate_sweep import lr_sweep
 
 TEST = fig1.CONFIGS["test"]
 # DSGD at stationarity on ½‖x‖²: the mean loss is η d σ²/(4N), set by the diffusion alone.

@@ -15,7 +15,7 @@ from compsde.recording import record_schedule
 from compsde.sde import simulate_sde
 from compsde.sde.momentum import MomentumJob, direction, relaxation_rate
 from compsde.simulation import simulate
-from compsde.validate import lr_sweep
+from compsde.validate_sweep import lr_sweep
 
 K = 4.0
 LAND, NOISE = "quadratic:d=2", "gaussian"

@@ -8,7 +8,8 @@ import pytest
 from compsde.recording import RunResult
 from compsde.sde import simulate_sde
 from compsde.sde.integrate import default_builder
-from compsde.validate import compare_curves, fit_slope, lr_sweep, validate
+from compsde.validate import compare_curves, validate
+from compsde.validate_sweep import fit_slope, lr_sweep
 
 LRS = [0.2, 0.1, 0.05, 0.025]
 
@@ -158,7 +159,7 @@ def test_spread_ratio_drops_deterministic_records_and_judges_the_rest():
 
 
 def test_first_order_budget_is_fitted_on_the_other_learning_rates():
-    from compsde.validate import LrSweep
+    from compsde.validate_sweep import LrSweep
 
     lrs = np.array([0.05, 0.1, 0.2])
     sweep = LrSweep(lrs, 0.08 * lrs + np.array([0.01, 0.0, 0.0]), np.full(3, 1e-4), 1.0,

@@ -13,8 +13,9 @@ from ..io import save_figure, versions, write_json
 from ..limits import check_duration, least_seconds
 from ..noise import BATCH_NOISE
 from ..simulation import simulate
-from ..validate import Z_DEFAULT, lr_sweep, momentum_rate_of, validate
+from ..validate import Z_DEFAULT, validate
 from ..validate_exact import exact_model, exact_reference
+from ..validate_sweep import lr_sweep, momentum_rate_of
 from ..verdicts import summary
 from .common import (
     check_run_time,

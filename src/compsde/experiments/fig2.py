@@ -5,10 +5,10 @@ THEORY.md §5: DCSGD with an unbiased compressor of variance ω multiplies the g
 order ``B̃ = (1+ω)B`` or ``Ñ = (1+ω)N``. §7: the paper shows it on the training loss of a ViT
 and a ResNet. The second-order corrections (``ηLω/(2N)``) come from §4's quadratic with every
 coordinate at curvature L; on a network only a few Hessian directions are that sharp. At the
-end of the quick ResNet reference the top eigenvalue is L ≈ 36 (:func:`.deep.sharpness`, 20
-iterations on 1024 examples), so ηLω/(2N) ≈ 0.68 and the second-order batch rule asks for
-B̃ = 203 ≈ 13B; a run with it ended at 0.93, 0.20 *below* the reference (1.13 ± 0.12): it
-over-compensates. The figure therefore uses the first-order rules.
+end of the quick ResNet reference the top eigenvalue is L ≈ 36
+(:func:`compsde.nn.flat.sharpness`, 20 iterations on 1024 examples), so ηLω/(2N) ≈ 0.68 and
+the second-order batch rule asks for B̃ = 203 ≈ 13B; a run with it ended at 0.93, 0.20 *below*
+the reference (1.13 ± 0.12): it over-compensates. The figure therefore uses the first-order rules.
 
 Each panel (one network) trains, with N agents simulated in one process (:mod:`.deep`):
 - the reference DSGD(η, B, N) with S seeds (black);
