@@ -170,6 +170,36 @@ def solver_level_without_one_plus_omega(monkeypatch: Any) -> None:
     mutate(monkeypatch, solver, "level", wrong)
 
 
+def solver_level_with_one_plus_omega_squared(monkeypatch: Any) -> None:
+    """The solver's DCSGD level carries (1 + ω)² instead of (1 + ω) (it over-compensates)."""
+    from compsde.scaling import solver
+
+    def wrong(original: Any) -> Any:
+        def level(setup: Any, **kwargs: Any) -> float:
+            value = original(setup, **kwargs)
+            return value if setup.method == "dsignsgd" else value * (1 + setup.omega)
+
+        return level
+
+    mutate(monkeypatch, solver, "level", wrong)
+
+
+def solver_level_without_rho(monkeypatch: Any) -> None:
+    """The solver's DCSGD level drops ρ = 1 − ηLω/(2N) (the leading-order level only)."""
+    from compsde.scaling import solver
+
+    def wrong(original: Any) -> Any:
+        def level(setup: Any, **kwargs: Any) -> float:
+            if setup.method == "dsignsgd":
+                return original(setup, **kwargs)
+            plain = original(dataclasses.replace(setup, omega=0.0), **kwargs)
+            return plain * (1 + setup.omega)
+
+        return level
+
+    mutate(monkeypatch, solver, "level", wrong)
+
+
 def sign_diffusion_without_m2(monkeypatch: Any) -> None:
     """DSignSGD's diffusion forgets its −m² term: S = I instead of Diag(1 − mean_i m_i²)."""
     from compsde.sde.diffusion import DiagonalCov
@@ -196,6 +226,28 @@ def dcsgd_sde_without_gradient_part(monkeypatch: Any) -> None:
             factor = (1.0 + self.alpha + self.c).to(x.dtype).to(x.device)
             diag = (sigma2 * factor[:, None]).mean(0).expand_as(x).clone()
             return -self.problem.landscape.grad(x), DiagonalCov(diag)
+
+        return evaluate
+
+    mutate(monkeypatch, DCSGDMoments, "evaluate", wrong)
+
+
+def dcsgd_sde_with_half_its_gradient_part(monkeypatch: Any) -> None:
+    """DCSGD's SDE keeps half of its gradient part: ω(∂f)²/2 (e.g. ω/N² at N = 2)."""
+    from compsde.sde.diffusion import DiagonalCov, DiagRankOneCov
+    from compsde.sde.moments import DCSGDMoments
+
+    def wrong(original: Any) -> Any:
+        def evaluate(self: DCSGDMoments, x: torch.Tensor) -> Any:
+            drift, cov = original(self, x)
+            sigma2 = self._sigma2(x)
+            factor = (1.0 + self.alpha + self.c).to(x.dtype).to(x.device)
+            noise = (sigma2 * factor[:, None]).mean(0).expand_as(x)
+            halved = noise + 0.5 * (cov.diag - noise)
+            if isinstance(cov, DiagRankOneCov):      # Rand-k's rank-one part kept as it is
+                return drift, DiagRankOneCov(halved, cov.c.squeeze(-1) if cov.c.ndim else cov.c,
+                                             cov.v)
+            return drift, DiagonalCov(halved)
 
         return evaluate
 

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mutants
@@ -34,6 +36,15 @@ def test_real_solver_passes_the_readme_example(tmp_path):
 
 def test_solver_without_one_plus_omega_fails(monkeypatch, caught, tmp_path):
     mutants.solver_level_without_one_plus_omega(monkeypatch)
+    _, result = scale(README, tmp_path)
+    caught(result["verdict"])
+
+
+@pytest.mark.parametrize("mutant", ["solver_level_with_one_plus_omega_squared",
+                                    "solver_level_without_rho"])
+def test_solver_with_a_wrong_level_fails(mutant, monkeypatch, caught, tmp_path):
+    """(1 + ω)² over-compensates ×10; without ρ (ηLω/(2N) = 0.11 here) the batch is 11 % short."""
+    getattr(mutants, mutant)(monkeypatch)
     _, result = scale(README, tmp_path)
     caught(result["verdict"])
 

@@ -79,6 +79,7 @@ def test_sign_diffusion_without_m2_fails_fig1_panel_c(monkeypatch, caught):
 
 
 @pytest.mark.parametrize("mutant", ["dcsgd_sde_without_gradient_part",
+                                    "dcsgd_sde_with_half_its_gradient_part",
                                     "randk_agents_share_one_subset"])
 def test_wrong_gradient_part_fails_validate(mutant, monkeypatch, caught, tmp_path):
     getattr(mutants, mutant)(monkeypatch)
