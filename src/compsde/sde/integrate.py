@@ -102,6 +102,17 @@ def euler_maruyama(drift: Callable[[float, Tensor], Tensor],
     return x
 
 
+def record_paths(recorder: LossRecorder, index: int, x: Tensor, loss: Tensor,
+                 x_sum: np.ndarray | None) -> None:
+    """Record the runs' losses at record ``index``; a run that diverged is frozen at 0 (out of
+    the statistics) and the live runs' ``x`` is added to ``x_sum`` (when kept)."""
+    alive = recorder.record(index, slice(0, x.shape[0]), loss)
+    if not bool(alive.all()):
+        x[~alive] = 0.0
+    if x_sum is not None:
+        x_sum[index] += (x * alive.unsqueeze(-1)).sum(0).to("cpu", torch.float64).numpy()
+
+
 class NormalStream:
     """Standard normals for the integrator, drawn in blocks from an explicit generator.
 
@@ -314,19 +325,13 @@ class SDEJob(ChunkJob):
         normals = NormalStream(chunk_generator(self.seed, chunk.index, self.device, 0),
                                self.dtype, self.device)
         recorder = LossRecorder(marks, chunk.size, self.threshold)
-        every = slice(0, chunk.size)
         x_sum = np.zeros((len(marks), problem.dim)) if self.record_mean_x else None
         x = problem.start(chunk.size, self.dtype, self.device, rows=chunk.rows)
         next_mark = 0
         checked = False
         for k in range(steps + 1):
             if k == marks[next_mark]:
-                alive = recorder.record(next_mark, every, problem.loss(x))
-                if not bool(alive.all()):
-                    x[~alive] = 0.0  # frozen: a diverged run is out of the statistics
-                if x_sum is not None:
-                    x_sum[next_mark] += (x * alive.unsqueeze(-1)).sum(0).to(
-                        "cpu", torch.float64).numpy()
+                record_paths(recorder, next_mark, x, problem.loss(x), x_sum)
                 next_mark += 1
             if k == steps:
                 break

@@ -101,7 +101,7 @@ class MomentumJob(ChunkJob):
     keep_device: bool = True
 
     def _chunk(self, chunk: Chunk, bar: Any) -> ChunkResult:
-        from .integrate import NormalStream
+        from .integrate import NormalStream, record_paths
 
         problem, marks = self.problem, self.marks
         method, land = problem.method, problem.landscape
@@ -115,19 +115,13 @@ class MomentumJob(ChunkJob):
         normals = NormalStream(chunk_generator(self.seed, chunk.index, self.device, 0),
                                self.dtype, self.device)
         recorder = LossRecorder(marks, chunk.size, self.threshold)
-        every = slice(0, chunk.size)
         x_sum = np.zeros((len(marks), d)) if self.record_mean_x else None
         x = problem.start(chunk.size, self.dtype, self.device, rows=chunk.rows)
         m = torch.zeros((chunk.size, n, d), dtype=self.dtype, device=self.device)
         next_mark = 0
         for k in range(self.steps + 1):
             if k == marks[next_mark]:
-                alive = recorder.record(next_mark, every, problem.loss(x))
-                if not bool(alive.all()):
-                    x[~alive] = 0.0
-                if x_sum is not None:
-                    x_sum[next_mark] += (x * alive.unsqueeze(-1)).sum(0).to(
-                        "cpu", torch.float64).numpy()
+                record_paths(recorder, next_mark, x, problem.loss(x), x_sum)
                 next_mark += 1
             if k == self.steps:
                 break
